@@ -1,0 +1,89 @@
+# nftredir init-container image.
+#
+# Programs a pod network namespace's nftables ruleset through libnftables'
+# JSON API (Debian's python3-nftables). Runs as UID 0 with only CAP_NET_ADMIN
+# on a read-only root filesystem: nothing in here writes at runtime.
+#
+#   podman build -t nftredir .                       # from debian:bookworm-slim
+#   podman build --build-arg BASE_IMAGE=localhost/bookworm-minbase -t nftredir .
+#
+# Behind a TLS-intercepting proxy, mount its CA for the build only (it is
+# never copied into the image):
+#   podman build -v /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro \
+#       --build-arg PIP_CERT=/run/host-ca.crt -t nftredir .
+#
+# scripts/test-image builds and exercises this image for real.
+
+ARG BASE_IMAGE=debian:bookworm-slim
+
+# Shared by both stages: keep docs, man pages and translations out of dpkg
+# installs (copyright files stay), and never keep apt caches.
+FROM ${BASE_IMAGE} AS debbase
+RUN printf '%s\n' \
+        'path-exclude=/usr/share/doc/*' \
+        'path-include=/usr/share/doc/*/copyright' \
+        'path-exclude=/usr/share/man/*' \
+        'path-exclude=/usr/share/info/*' \
+        'path-exclude=/usr/share/locale/*' \
+        'path-exclude=/usr/share/lintian/*' \
+        > /etc/dpkg/dpkg.cfg.d/90nftredir-nodoc
+
+# ---------------------------------------------------------------- builder --
+FROM debbase AS builder
+ARG PIP_CERT=""
+ARG DEBIAN_FRONTEND=noninteractive
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_NO_INPUT=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-nftables \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
+
+# --system-site-packages: the venv must see Debian's python3-nftables.
+RUN /usr/bin/python3 -m venv --system-site-packages /opt/nftredir
+
+COPY pyproject.toml README.md /src/
+COPY nftredir/ /src/nftredir/
+COPY templates/ /src/templates/
+
+# pip gets --cert only when PIP_CERT is set (the file is a build-time mount).
+# Bytecode is compiled here, validated by hash rather than mtime, so it stays
+# valid whatever the COPY below does to mtimes and nothing is written at runtime.
+RUN set -eu; \
+    cert="${PIP_CERT:-}"; unset PIP_CERT; \
+    if [ -n "$cert" ]; then set -- --cert "$cert"; else set --; fi; \
+    /opt/nftredir/bin/pip install "$@" --no-compile /src; \
+    /opt/nftredir/bin/pip uninstall -y pip setuptools >/dev/null; \
+    rm -f /opt/nftredir/bin/pip* /opt/nftredir/bin/Activate.ps1 /opt/nftredir/bin/activate.*sh; \
+    find /opt/nftredir -depth -name __pycache__ -type d -exec rm -rf {} +; \
+    /opt/nftredir/bin/python -m compileall -q -j 0 \
+        --invalidation-mode unchecked-hash /opt/nftredir/lib; \
+    /opt/nftredir/bin/python -c 'import nftables, nftredir, jinja2, typer, yaml'
+
+# ------------------------------------------------------------------ final --
+FROM debbase
+ARG DEBIAN_FRONTEND=noninteractive
+# python3-nftables pulls python3 and libnftables1; no iptables, no compilers.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3-nftables \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old \
+           /var/log/apt /var/log/dpkg.log /var/log/alternatives.log \
+ && python3 -c 'import nftables; nftables.Nftables()' \
+ && ! command -v iptables
+
+COPY --from=builder /opt/nftredir /opt/nftredir
+
+ENV PATH=/opt/nftredir/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+RUN nftredir --help >/dev/null
+
+LABEL org.opencontainers.image.title="nftredir" \
+      org.opencontainers.image.description="Init container programming a pod's nftables redirection ruleset (table inet nftredir) via libnftables"
+
+# Root inside the pod's netns; give it CAP_NET_ADMIN only (see deploy/pod.yaml).
+USER 0:0
+ENTRYPOINT ["nftredir"]
+CMD ["apply"]

@@ -1,0 +1,31 @@
+"""The failures nftredir expects, each with the exit code the CLI documents."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INVALID = 2  # bad input or usage: nothing was sent to the kernel
+EXIT_SYSTEM = 3  # the system refused: permissions, missing library, kernel rejected the batch
+
+
+class NftredirError(Exception):
+    """An expected failure: the CLI prints it as one line and exits with `exit_code`."""
+
+    exit_code = EXIT_SYSTEM
+
+
+class ConfigError(NftredirError):
+    """A value from some source is invalid; `source` names the flag, variable or file position."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, source: str, value: str, reason: str) -> None:
+        from nftredir.config import describe
+
+        self.source, self.value, self.reason = source, value, reason
+        super().__init__(f"{source}: {describe(value)}: {reason}")
+
+
+class SystemRefused(NftredirError):
+    """The host could not do what was asked: no privilege, no libnftables, or the kernel said no."""
+
+    exit_code = EXIT_SYSTEM

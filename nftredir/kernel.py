@@ -1,0 +1,111 @@
+"""The one door to the kernel: libnftables through Debian's python3-nftables binding.
+
+Every change is one JSON batch, so one netlink transaction: the kernel commits all of it or
+none of it. Tests swap this module's `Kernel` for their own where they need to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from nftredir.errors import SystemRefused
+
+log = logging.getLogger("nftredir")
+
+CAP_NET_ADMIN = 12
+
+
+def has_net_admin(status: Path = Path("/proc/self/status")) -> bool:
+    """Whether this process may change the network namespace's nftables ruleset."""
+    for line in status.read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+    return False
+
+
+def describe_command(command: dict[str, Any]) -> str:
+    """'add rule inet nftredir PROXY_OUTPUT "comment"' for one command of a batch."""
+    (verb, body), = command.items()
+    if not isinstance(body, dict):
+        return verb
+    (kind, obj), = body.items()
+    words = [verb, kind, obj.get("family", ""), obj.get("table", obj.get("name", ""))]
+    if kind in ("chain", "set"):
+        words.append(obj.get("name", ""))
+    if kind == "rule":
+        words += [obj.get("chain", ""), json.dumps(obj.get("comment", ""))]
+    return " ".join(str(word) for word in words if word)
+
+
+class Kernel:
+    """libnftables, set up for JSON in and out."""
+
+    def __init__(self) -> None:
+        if not has_net_admin():
+            raise SystemRefused(
+                "permission denied: changing nftables needs root with CAP_NET_ADMIN in the pod's network namespace"
+            )
+        try:
+            import nftables
+        except ImportError:
+            raise SystemRefused(
+                "the libnftables Python binding is missing: apt-get install python3-nftables, "
+                "and create the venv with /usr/bin/python3 -m venv --system-site-packages"
+            ) from None
+        try:
+            self._nft = nftables.Nftables()
+        except OSError as exc:
+            raise SystemRefused(f"libnftables could not be loaded ({exc}): apt-get install libnftables1") from None
+        self._nft.set_json_output(True)
+
+    def _run(self, batch: dict[str, Any], dry_run: bool) -> tuple[int, str, str]:
+        self._nft.set_dry_run(dry_run)
+        try:
+            return self._nft.json_cmd(batch)
+        finally:
+            self._nft.set_dry_run(False)
+
+    def send(self, batch: dict[str, Any], dry_run: bool = False) -> None:
+        """Commit the batch as one transaction (or only have the kernel check it, with dry_run)."""
+        log.debug("sending%s batch: %s", " dry-run" if dry_run else "", json.dumps(batch))
+        rc, _, error = self._run(batch, dry_run)
+        if rc != 0:
+            raise SystemRefused(self._explain(batch, error))
+
+    def _explain(self, batch: dict[str, Any], error: str) -> str:
+        """The kernel's message and the command it refused.
+
+        libnftables reports JSON errors without a position, so the failing command is found by
+        bisecting the batch with dry runs: only on this error path, and nothing is committed.
+        """
+        lines = (" ".join(line.replace("internal:0:0-0:", "").split()) for line in error.splitlines())
+        message = "; ".join(dict.fromkeys(line for line in lines if line)) or "unknown error"
+        if "Operation not permitted" in message:
+            return f"permission denied by the kernel ({message}): run as root with CAP_NET_ADMIN"
+        commands = batch["nftables"]
+        low, high = 0, len(commands)  # commands[:low] pass; commands[:high] fail
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self._run({"nftables": commands[:middle]}, dry_run=True)[0] == 0:
+                low = middle
+            else:
+                high = middle
+        return f"the kernel refused command {high} of {len(commands)} ({describe_command(commands[high - 1])}): {message}"
+
+    def list_table(self, table: str) -> dict[str, Any] | None:
+        """The live `inet <table>` as libnftables JSON, or None when there is no such table."""
+        rc, output, error = self._run({"nftables": [{"list": {"table": {"family": "inet", "name": table}}}]}, False)
+        if rc != 0:
+            if "No such file or directory" in error:
+                return None
+            raise SystemRefused(f"could not list table inet {table}: {' '.join(error.split())}")
+        return json.loads(output)
+
+
+def remove_batch(table: str) -> dict[str, Any]:
+    """Deletes `inet <table>`; adding it first makes the delete succeed when it is absent."""
+    ref = {"table": {"family": "inet", "name": table}}
+    return {"nftables": [{"metainfo": {"json_schema_version": 1}}, {"add": ref}, {"delete": ref}]}

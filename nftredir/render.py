@@ -1,0 +1,144 @@
+"""Config → ruleset text, through the jinja2 templates in templates/.
+
+`ruleset.j2` holds the rules once; `nft.j2` and `json.j2` give their syntax. The filters here
+are the only way a value reaches the output, and each one refuses anything that could be read
+as syntax, as a second line of defence behind nftredir.config.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from nftredir.config import Config
+
+FORMATS = ("nft", "json")
+_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SYMBOL_RE = re.compile(r"@?[A-Za-z0-9_.]+")
+
+
+def _nft_ident(value: str) -> str:
+    if not _IDENT_RE.fullmatch(value):
+        raise ValueError(f"not an nft identifier: {value!r}")
+    return value
+
+
+def _nft_str(value: str) -> str:
+    if any(c == '"' or c == "\\" or not c.isprintable() or not c.isascii() for c in value):
+        raise ValueError(f"cannot be quoted for nft: {value!r}")
+    return f'"{value}"'
+
+
+def _nft_symbol(value: object) -> str:
+    text = str(int(value)) if isinstance(value, int) else str(value)
+    if not _SYMBOL_RE.fullmatch(text):
+        raise ValueError(f"not an nft symbol, number or address: {text!r}")
+    return text
+
+
+def _element(value: int | ipaddress.IPv4Network) -> int | str | dict[str, Any]:
+    """A set element as libnftables JSON: a port, an address, or a prefix (/32 lists as an address)."""
+    if isinstance(value, int):
+        return value
+    if value.prefixlen == 32:
+        return str(value.network_address)
+    return {"prefix": {"addr": str(value.network_address), "len": value.prefixlen}}
+
+
+def _nft_element(value: int | ipaddress.IPv4Network) -> str:
+    element = _element(value)
+    if isinstance(element, dict):
+        return f"{element['prefix']['addr']}/{element['prefix']['len']}"
+    return str(element)
+
+
+def template_dir() -> Path:
+    """templates/ beside the package when installed, or at the top of a source checkout."""
+    here = Path(__file__).resolve().parent
+    installed = here / "templates"
+    return installed if installed.is_dir() else here.parent / "templates"
+
+
+@cache
+def _environment():  # -> jinja2.Environment; jinja2 is imported only when rendering
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template_dir()),
+        autoescape=False,  # escaping is per format, by the filters below
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters.update(
+        nft_ident=_nft_ident,
+        nft_str=_nft_str,
+        nft_symbol=_nft_symbol,
+        nft_element=_nft_element,
+        json=json.dumps,
+        json_element=lambda value: json.dumps(_element(value)),
+    )
+    return env
+
+
+def _ifname_pattern(name: str) -> str:
+    # iptables reads a trailing '+' as "any name with this prefix"; nft spells that '*'.
+    return name[:-1] + "*" if name.endswith("+") else name
+
+
+def template_context(config: Config) -> dict[str, Any]:
+    """The values the templates see: validated, normalised, and in FSM's rule order."""
+    exclusions = tuple(ipaddress.collapse_addresses(config.outbound_ip_range_exclusions))
+    inclusions = tuple(ipaddress.collapse_addresses(config.outbound_ip_range_inclusions))
+    outbound_ports = tuple(sorted(config.outbound_port_exclusions))
+    inbound_ports = tuple(sorted(config.inbound_port_exclusions))
+    sets = [
+        {"name": name, "type": kind, "elements": elements}
+        for name, kind, elements in (
+            ("outbound_ip_range_exclusions", "ipv4_addr", exclusions),
+            ("outbound_ip_range_inclusions", "ipv4_addr", inclusions),
+            ("outbound_port_exclusions", "inet_service", outbound_ports),
+            ("inbound_port_exclusions", "inet_service", inbound_ports),
+        )
+        if elements
+    ]
+    interfaces = [_ifname_pattern(name) for name in config.network_interface_exclusions]
+    return {
+        "table": config.table,
+        "sets": sets,
+        "outbound_ip_range_exclusions": exclusions,
+        "outbound_ip_range_inclusions": inclusions,
+        "outbound_port_exclusions": outbound_ports,
+        "inbound_port_exclusions": inbound_ports,
+        # FSM inserts each inbound interface rule at the top (-I), reversing the list.
+        "inbound_interface_exclusions": interfaces[::-1],
+        "outbound_interface_exclusions": interfaces,
+        "pod_ip": config.pod_ip if config.local_proxy_mode == "podip" else None,
+        "proxy_uid": config.proxy_uid,
+        "proxy_admin_port": config.proxy_admin_port,
+        "proxy_outbound_port": config.proxy_outbound_port,
+        "proxy_inbound_port": config.proxy_inbound_port,
+        "prometheus_port": config.prometheus_port,
+        "probe_ports": config.probe_ports,
+        "healthcheck_port": config.healthcheck_port,
+    }
+
+
+def render(config: Config, format: str = "nft") -> str:
+    """The ruleset as `nft -f` text ("nft") or as the libnftables JSON batch ("json")."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}")
+    text = _environment().get_template("ruleset.j2").render(format=format, **template_context(config))
+    if format == "json":  # the template's layout leaves blank lines that mean nothing in JSON
+        text = "\n".join(line for line in text.splitlines() if line.strip()) + "\n"
+    return text
+
+
+def render_batch(config: Config) -> dict[str, Any]:
+    """The JSON batch as the Python object libnftables' json_cmd takes."""
+    return json.loads(render(config, "json"))
