@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 # Proxy constants of the reference (fsm-rules.md).
 SIDECAR_UID = 1500
@@ -67,6 +67,7 @@ DEFAULT_APP_PORTS = (8080, 9090)
 SO_ORIGINAL_DST = 80  # <linux/netfilter_ipv4.h>
 IP_RECVORIGDSTADDR = 20  # <linux/in.h>, == IP_ORIGDSTADDR cmsg type
 IP_TRANSPARENT = 19
+IP_PKTINFO = 8
 
 # Verdicts that are not a listener's answer.
 FAILURES = ("refused", "timeout", "unreachable", "reset", "closed", "denied", "error")
@@ -205,6 +206,10 @@ def serve(ns: Netns, listeners: Iterable[Listener], lifetime: float = 600.0) -> 
     try:
         _wait_ready(proc, timeout=10.0)
         yield server
+        # A server that crashed mid-test shows up only as timeouts: say why.
+        if proc.poll() not in (None, 0):
+            err = proc.stderr.read() if proc.stderr else ""
+            raise RuntimeError(f"server in {ns.name} died ({proc.returncode}): {err}")
     finally:
         server.stop()
 
@@ -237,7 +242,8 @@ def pod_listeners(app_ports: Iterable[int]) -> list[Listener]:
     """Pod listeners: the proxy ports (15000..15904) and app ports, TCP; UDP on 15001,
     15003 and app ports so that a ruleset redirecting UDP is caught."""
     app = tuple(app_ports)
-    tcp = (ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT, PROMETHEUS_PORT, *HEALTH_PORTS, HEALTHCHECK_PORT, *app)
+    proxy = (ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT, PROMETHEUS_PORT, *HEALTH_PORTS)
+    tcp = (*proxy, HEALTHCHECK_PORT, *app)
     udp = (OUTBOUND_PORT, INBOUND_PORT, *app)
     return [Listener(f"pod:{p}", p) for p in dict.fromkeys(tcp)] + [
         Listener(f"pod:{p}/udp", p, "udp") for p in dict.fromkeys(udp)
@@ -403,7 +409,7 @@ def probe_cases(
         groups.setdefault((ns, uid), []).append(i)
     verdicts: list[Verdict | None] = [None] * len(cases)
     for (ns, uid), idx in groups.items():
-        for i, v in zip(idx, probe_many(ns, [cases[i][2] for i in idx], uid, timeout)):
+        for i, v in zip(idx, probe_many(ns, [cases[i][2] for i in idx], uid, timeout), strict=True):
             verdicts[i] = v
     return [v for v in verdicts if v is not None]
 
@@ -412,7 +418,7 @@ def format_mismatches(rows: Iterable[tuple[Any, Verdict, Verdict]]) -> str:
     """An aligned table of (probe description, expected, actual) rows."""
     table = [("probe", "expected", "actual")] + [(str(p), str(e), str(a)) for p, e, a in rows]
     widths = [max(len(r[i]) for r in table) for i in range(3)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -463,13 +469,20 @@ def _serve_udp(name: str, sock: socket.socket, transparent: bool) -> None:
                 if lvl == socket.SOL_IP and typ == IP_RECVORIGDSTADDR), None)
     reply = json.dumps({"listener": name, "local": dst, "peer": _addr(peer),
                         "orig_dst": dst if transparent else None}).encode() + b"\n"
-    if not transparent or dst is None:
-        # Same socket: conntrack un-NATs the source of the reply for a redirected flow.
+    if dst is None:
         sock.sendto(reply, peer)
+        return
+    host, port = dst.rsplit(":", 1)
+    if not transparent:
+        # Answer from the address the datagram reached (the socket is bound to 0.0.0.0, so
+        # the kernel would otherwise pick the route's source, e.g. 10.99.0.2 instead of
+        # 127.0.0.1 after a REDIRECT), so the reply matches the conntrack entry and gets
+        # un-NATed back to what the prober's connected socket expects.
+        pktinfo = struct.pack("=i4s4s", 0, socket.inet_aton(host), bytes(4))
+        sock.sendmsg([reply], [(socket.SOL_IP, IP_PKTINFO, pktinfo)], 0, peer)
         return
     # TPROXY does no NAT, so answer from the original destination with a transparent
     # socket bound to it, or the prober's connected socket would ignore the reply.
-    host, port = dst.rsplit(":", 1)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
         out.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
         out.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -498,16 +511,16 @@ def _serve_main(spec_json: str, lifetime: float) -> None:
     print("ready", flush=True)
     while (left := deadline - time.monotonic()) > 0:
         for key, _ in sel.select(min(left, 5.0)):
-            lst = key.data
+            lst, sock = key.data, cast(socket.socket, key.fileobj)
             if lst is None:
                 if not sys.stdin.readline():
                     return
                 continue
             try:
                 if lst.proto == "tcp":
-                    _answer_tcp(lst.name, key.fileobj)
+                    _answer_tcp(lst.name, sock)
                 else:
-                    _serve_udp(lst.name, key.fileobj, lst.transparent)
+                    _serve_udp(lst.name, sock, lst.transparent)
             except OSError as exc:  # one bad client must not stop the server
                 print(f"{lst.name}: {exc}", file=sys.stderr, flush=True)
 
@@ -543,8 +556,9 @@ def _probe_one(p: Probe, timeout: float) -> dict[str, Any]:
                     data += chunk
         if not data:
             return {"listener": "closed"}
-        return json.loads(data)
-    except socket.timeout:
+        reply: dict[str, Any] = json.loads(data)
+        return reply
+    except TimeoutError:
         return {"listener": "timeout"}
     except OSError as exc:
         verdict = _ERRNO_VERDICTS.get(exc.errno or 0)

@@ -10,8 +10,8 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-import netlab as nl
-from netlab import Probe, Verdict
+from tests import netlab as nl
+from tests.netlab import Probe, Verdict
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("iptables-restore") is None,
@@ -48,6 +48,11 @@ APP = 8080
 APP_UID = 1000
 SIDECAR = nl.SIDECAR_UID
 
+# UDP reaches its target untouched: the world's TPROXY listener sees the real destination,
+# the pod's app UDP listener is answered directly.
+WORLD_UDP_53 = Verdict("world/udp", f"{nl.WORLD_DST}:53", f"{nl.POD_ETH0}:*", f"{nl.WORLD_DST}:53")
+POD_UDP_APP = Verdict(f"pod:{APP}/udp", f"{nl.POD_ETH0}:{APP}", f"{nl.WORLD_ETH0}:*")
+
 Case = tuple[str, nl.Netns, int, Probe, Verdict]  # (who, ns, uid, probe, expected)
 
 
@@ -62,18 +67,26 @@ def check(cases: Sequence[Case]) -> None:
     actual = nl.probe_cases([(ns, uid, p) for _, ns, uid, p, _ in cases], timeout=1.0)
     bad = [
         (f"{who} uid={uid} {p}", exp.masked(), act.masked())
-        for (who, _, uid, p, exp), act in zip(cases, actual)
+        for (who, _, uid, p, exp), act in zip(cases, actual, strict=True)
         if exp.masked() != act.masked()
     ]
     assert not bad, "\n" + nl.format_mismatches(bad)
 
 
-def world(local: str, dst: str, peer: str) -> Verdict:
-    return Verdict("world", f"{local}:{nl.WORLD_PORT}", f"{peer}:*", dst)
+def world(dst: str, port: int, iface: int = 0, src: str | None = None) -> Verdict:
+    """The world listener answering dst:port, reached through pod eth<iface>."""
+    local, pod_ip = ((nl.WORLD_ETH0, nl.POD_ETH0), (nl.WORLD_ETH1, nl.POD_ETH1))[iface]
+    return Verdict("world", f"{local}:{nl.WORLD_PORT}", f"{src or pod_ip}:*", f"{dst}:{port}")
 
 
 def pod(port: int, local: str, peer: str, orig: str | None = None) -> Verdict:
+    """The pod listener on port, seen at local from peer; orig if NATed."""
     return Verdict(f"pod:{port}", f"{local}:{port}", f"{peer}:*", orig)
+
+
+def inbound(local: str, peer: str, port: int) -> Verdict:
+    """Redirected to the sidecar's inbound listener, original port kept."""
+    return pod(nl.INBOUND_PORT, local, peer, f"{local}:{port}")
 
 
 # --------------------------------------------------------------------------- the library
@@ -163,70 +176,62 @@ def test_probe_batch_of_100_is_fast(lab: nl.PodWorld) -> None:
 
 
 def test_no_rules_everything_direct(lab: nl.PodWorld) -> None:
-    p, w = lab.pod, lab.world
+    p, w, lo = lab.pod, lab.world, "127.0.0.1"
     check([
-        ("out", p, APP_UID, Probe(nl.WORLD_DST, 80), world(nl.WORLD_ETH0, f"{nl.WORLD_DST}:80", nl.POD_ETH0)),
-        ("out", p, SIDECAR, Probe(nl.WORLD_DST, 80), world(nl.WORLD_ETH0, f"{nl.WORLD_DST}:80", nl.POD_ETH0)),
-        ("out eth1", p, APP_UID, Probe(nl.ETH1_DST, 443), world(nl.WORLD_ETH1, f"{nl.ETH1_DST}:443", nl.POD_ETH1)),
+        ("out", p, APP_UID, Probe(nl.WORLD_DST, 80), world(nl.WORLD_DST, 80)),
+        ("out", p, SIDECAR, Probe(nl.WORLD_DST, 80), world(nl.WORLD_DST, 80)),
+        ("out eth1", p, APP_UID, Probe(nl.ETH1_DST, 443), world(nl.ETH1_DST, 443, iface=1)),
         ("out src", p, APP_UID, Probe(nl.WORLD_DST, 80, "tcp", nl.POD_ETH1),
-         world(nl.WORLD_ETH0, f"{nl.WORLD_DST}:80", nl.POD_ETH1)),
-        ("out udp", p, APP_UID, Probe(nl.WORLD_DST, 53, "udp"),
-         Verdict("world/udp", f"{nl.WORLD_DST}:53", f"{nl.POD_ETH0}:*", f"{nl.WORLD_DST}:53")),
-        ("self", p, APP_UID, Probe("127.0.0.1", APP), pod(APP, "127.0.0.1", "127.0.0.1")),
+         world(nl.WORLD_DST, 80, src=nl.POD_ETH1)),
+        ("out udp", p, APP_UID, Probe(nl.WORLD_DST, 53, "udp"), WORLD_UDP_53),
+        ("self", p, APP_UID, Probe(lo, APP), pod(APP, lo, lo)),
         ("self", p, SIDECAR, Probe(nl.POD_ETH0, APP), pod(APP, nl.POD_ETH0, nl.POD_ETH0)),
         ("in", w, 0, Probe(nl.POD_ETH0, APP), pod(APP, nl.POD_ETH0, nl.WORLD_ETH0)),
         ("in eth1", w, 0, Probe(nl.POD_ETH1, 9090), pod(9090, nl.POD_ETH1, nl.WORLD_ETH1)),
         ("in", w, 0, Probe(nl.POD_ETH0, nl.HEALTHCHECK_PORT),
          pod(nl.HEALTHCHECK_PORT, nl.POD_ETH0, nl.WORLD_ETH0)),
         ("in", w, 0, Probe(nl.POD_ETH0, 1), Verdict("refused")),
-        ("in udp", w, 0, Probe(nl.POD_ETH0, APP, "udp"),
-         Verdict(f"pod:{APP}/udp", f"{nl.POD_ETH0}:{APP}", f"{nl.WORLD_ETH0}:*")),
+        ("in udp", w, 0, Probe(nl.POD_ETH0, APP, "udp"), POD_UDP_APP),
     ])
 
 
 def test_fsm_default_rules(lab: nl.PodWorld) -> None:
     lab.pod.run(["iptables-restore", "--noflush"], input=FSM_DEFAULT)
-    p, w = lab.pod, lab.world
-    lo = "127.0.0.1"
-    out = nl.OUTBOUND_PORT
-    inb = nl.INBOUND_PORT
+    p, w, lo = lab.pod, lab.world, "127.0.0.1"
+    eth0, eth1, out = nl.POD_ETH0, nl.POD_ETH1, nl.OUTBOUND_PORT
 
-    def outbound(dst: str, port: int, src: str) -> Verdict:
+    def outbound(dst: str, port: int, src: str = eth0) -> Verdict:
         # REDIRECT in OUTPUT sends to 127.0.0.1; the source chosen by routing stays.
         return pod(out, lo, src, f"{dst}:{port}")
 
     check([
-        # Outbound from the app is redirected to 15001, the original destination kept.
-        ("out", p, APP_UID, Probe(nl.WORLD_DST, 80), outbound(nl.WORLD_DST, 80, nl.POD_ETH0)),
-        ("out eth1", p, APP_UID, Probe(nl.ETH1_DST, 443), outbound(nl.ETH1_DST, 443, nl.POD_ETH1)),
-        ("out", p, 0, Probe(nl.WORLD_ETH0, 22), outbound(nl.WORLD_ETH0, 22, nl.POD_ETH0)),
+        # Outbound from the app (or root) is redirected to 15001, the original dst kept.
+        ("out", p, APP_UID, Probe(nl.WORLD_DST, 80), outbound(nl.WORLD_DST, 80)),
+        ("out eth1", p, APP_UID, Probe(nl.ETH1_DST, 443), outbound(nl.ETH1_DST, 443, eth1)),
+        ("out", p, 0, Probe(nl.WORLD_ETH0, 22), outbound(nl.WORLD_ETH0, 22)),
         # Quirk: the 15000 ACCEPT follows the REDIRECT, so 15000 outbound is redirected too.
         ("out", p, APP_UID, Probe(nl.WORLD_DST, nl.ADMIN_PORT),
-         outbound(nl.WORLD_DST, nl.ADMIN_PORT, nl.POD_ETH0)),
+         outbound(nl.WORLD_DST, nl.ADMIN_PORT)),
         # The sidecar's own outbound goes straight out.
-        ("out", p, SIDECAR, Probe(nl.WORLD_DST, 80), world(nl.WORLD_ETH0, f"{nl.WORLD_DST}:80", nl.POD_ETH0)),
-        ("out eth1", p, SIDECAR, Probe(nl.ETH1_DST, 443),
-         world(nl.WORLD_ETH1, f"{nl.ETH1_DST}:443", nl.POD_ETH1)),
+        ("out", p, SIDECAR, Probe(nl.WORLD_DST, 80), world(nl.WORLD_DST, 80)),
+        ("out eth1", p, SIDECAR, Probe(nl.ETH1_DST, 443), world(nl.ETH1_DST, 443, iface=1)),
         # Only TCP is intercepted.
-        ("out udp", p, APP_UID, Probe(nl.WORLD_DST, 53, "udp"),
-         Verdict("world/udp", f"{nl.WORLD_DST}:53", f"{nl.POD_ETH0}:*", f"{nl.WORLD_DST}:53")),
+        ("out udp", p, APP_UID, Probe(nl.WORLD_DST, 53, "udp"), WORLD_UDP_53),
         # Over lo: the app calling itself stays direct; the sidecar calling the pod IP
         # re-enters through 15003; the sidecar calling 127.0.0.1 stays direct.
         ("self", p, APP_UID, Probe(lo, APP), pod(APP, lo, lo)),
-        ("self", p, APP_UID, Probe(nl.POD_ETH0, APP), pod(APP, nl.POD_ETH0, nl.POD_ETH0)),
-        ("self", p, SIDECAR, Probe(nl.POD_ETH0, APP), pod(inb, lo, nl.POD_ETH0, f"{nl.POD_ETH0}:{APP}")),
+        ("self", p, APP_UID, Probe(eth0, APP), pod(APP, eth0, eth0)),
+        ("self", p, SIDECAR, Probe(eth0, APP), pod(nl.INBOUND_PORT, lo, eth0, f"{eth0}:{APP}")),
         ("self", p, SIDECAR, Probe(lo, APP), pod(APP, lo, lo)),
-        # Inbound to an app port goes to 15003, to the Prometheus/health ports directly.
-        ("in", w, 0, Probe(nl.POD_ETH0, APP), pod(inb, nl.POD_ETH0, nl.WORLD_ETH0, f"{nl.POD_ETH0}:{APP}")),
-        ("in eth1", w, 0, Probe(nl.POD_ETH1, 9090),
-         pod(inb, nl.POD_ETH1, nl.WORLD_ETH1, f"{nl.POD_ETH1}:9090")),
-        ("in", w, 0, Probe(nl.POD_ETH0, 1), pod(inb, nl.POD_ETH0, nl.WORLD_ETH0, f"{nl.POD_ETH0}:1")),
-        ("in", w, 0, Probe(nl.POD_ETH0, nl.ADMIN_PORT),
-         pod(inb, nl.POD_ETH0, nl.WORLD_ETH0, f"{nl.POD_ETH0}:{nl.ADMIN_PORT}")),
-        *[("in", w, 0, Probe(nl.POD_ETH0, port), pod(port, nl.POD_ETH0, nl.WORLD_ETH0))
+        # Inbound to an app (or any other) port goes to 15003 ...
+        ("in", w, 0, Probe(eth0, APP), inbound(eth0, nl.WORLD_ETH0, APP)),
+        ("in eth1", w, 0, Probe(eth1, 9090), inbound(eth1, nl.WORLD_ETH1, 9090)),
+        ("in", w, 0, Probe(eth0, 1), inbound(eth0, nl.WORLD_ETH0, 1)),
+        ("in", w, 0, Probe(eth0, nl.ADMIN_PORT), inbound(eth0, nl.WORLD_ETH0, nl.ADMIN_PORT)),
+        # ... except the Prometheus and health ports, which reach their listener directly.
+        *[("in", w, 0, Probe(eth0, port), pod(port, eth0, nl.WORLD_ETH0))
           for port in (nl.PROMETHEUS_PORT, *nl.HEALTH_PORTS, nl.HEALTHCHECK_PORT)],
-        ("in udp", w, 0, Probe(nl.POD_ETH0, APP, "udp"),
-         Verdict(f"pod:{APP}/udp", f"{nl.POD_ETH0}:{APP}", f"{nl.WORLD_ETH0}:*")),
+        ("in udp", w, 0, Probe(eth0, APP, "udp"), POD_UDP_APP),
     ])
 
 
