@@ -36,7 +36,7 @@ def describe_command(command: dict[str, Any]) -> str:
     if kind in ("chain", "set"):
         words.append(obj.get("name", ""))
     if kind == "rule":
-        words += [obj.get("chain", ""), json.dumps(obj.get("comment", ""))]
+        words += [obj.get("chain", ""), json.dumps(obj["comment"]) if "comment" in obj else ""]
     return " ".join(str(word) for word in words if word)
 
 
@@ -81,7 +81,7 @@ class Kernel:
         libnftables reports JSON errors without a position, so the failing command is found by
         bisecting the batch with dry runs: only on this error path, and nothing is committed.
         """
-        lines = (" ".join(line.replace("internal:0:0-0:", "").split()) for line in error.splitlines())
+        lines = (" ".join(line.replace("internal:0:0-0: Error:", "").split()) for line in error.splitlines())
         message = "; ".join(dict.fromkeys(line for line in lines if line)) or "unknown error"
         if "Operation not permitted" in message:
             return f"permission denied by the kernel ({message}): run as root with CAP_NET_ADMIN"

@@ -135,8 +135,8 @@ def render(config: Config, format: str = "nft") -> str:
         raise ValueError(f"unknown format {format!r}")
     text = _environment().get_template("ruleset.j2").render(format=format, **template_context(config))
     if format == "json":  # the template's layout leaves blank lines that mean nothing in JSON
-        text = "\n".join(line for line in text.splitlines() if line.strip()) + "\n"
-    return text
+        text = "\n".join(line for line in text.splitlines() if line.strip())
+    return text.rstrip("\n") + "\n"
 
 
 def render_batch(config: Config) -> dict[str, Any]:

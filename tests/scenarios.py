@@ -1,0 +1,34 @@
+"""FSM's own unit-test configurations, shared by the golden, kernel and traffic tests."""
+
+from __future__ import annotations
+
+from nftredir.config import Config, Item, build_config, split_items
+
+
+def config_of(**options: str) -> Config:
+    """A Config from flag-style text, e.g. config_of(outbound_port_exclusion_list="10,20")."""
+    return build_config(
+        {name.replace("_", "-"): split_items(text, "--" + name.replace("_", "-")) for name, text in options.items()}
+    )
+
+
+SCENARIOS: dict[str, dict[str, str]] = {
+    "no_lists": {},
+    "all_lists": {
+        "outbound_ip_range_exclusion_list": "1.1.1.1/32,2.2.2.2/32",
+        "outbound_ip_range_inclusion_list": "3.3.3.3/32,4.4.4.4/32",
+        "outbound_port_exclusion_list": "10,20",
+        "inbound_port_exclusion_list": "30,40",
+        "network_interface_exclusion_list": "eth0,eth1",
+    },
+    "podip": {"local_proxy_mode": "podip", "pod_ip": "10.0.0.5"},
+}
+
+
+def as_flags(options: dict[str, str]) -> list[str]:
+    """The same scenario as command-line flags."""
+    return [arg for name, text in options.items() for arg in ("--" + name.replace("_", "-"), text)]
+
+
+def scenario_items(name: str) -> dict[str, list[Item]]:
+    return {k.replace("_", "-"): split_items(v, "--" + k.replace("_", "-")) for k, v in SCENARIOS[name].items()}

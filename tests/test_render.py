@@ -1,0 +1,97 @@
+"""Rendering: goldens for FSM's three unit-test cases, and escaping.
+
+Regenerate the goldens with NFTREDIR_UPDATE_GOLDENS=1 and review them as diffs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from nftredir.config import Config
+from nftredir.render import render, render_batch, template_context
+from tests.scenarios import SCENARIOS, config_of
+
+GOLDENS = Path(__file__).parent / "goldens"
+
+
+@pytest.mark.parametrize("fmt", ["nft", "json"])
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_render_matches_golden(scenario, fmt):
+    text = render(config_of(**SCENARIOS[scenario]), fmt)
+    golden = GOLDENS / f"{scenario}.{fmt}"
+    if os.environ.get("NFTREDIR_UPDATE_GOLDENS"):
+        golden.write_text(text)
+    assert text == golden.read_text(), f"regenerate with NFTREDIR_UPDATE_GOLDENS=1 and review: {golden}"
+
+
+def test_json_render_is_the_batch_apply_sends():
+    config = config_of(**SCENARIOS["all_lists"])
+    batch = render_batch(config)
+    assert batch == json.loads(render(config, "json"))
+    commands = batch["nftables"]
+    assert commands[0] == {"metainfo": {"json_schema_version": 1}}
+    table = {"table": {"family": "inet", "name": "nftredir"}}
+    # Replace, not append: add (so the delete cannot fail), delete, then build afresh.
+    assert commands[1:4] == [{"add": table}, {"delete": table}, {"add": table}]
+
+
+def rules_of(batch: dict, chain: str) -> list[dict]:
+    return [c["add"]["rule"] for c in batch["nftables"] if "rule" in c.get("add", {}) and c["add"]["rule"]["chain"] == chain]
+
+
+def test_every_rule_has_a_counter_and_a_comment():
+    batch = render_batch(config_of(**SCENARIOS["all_lists"], local_proxy_mode="podip", pod_ip="10.0.0.5"))
+    rules = [c["add"]["rule"] for c in batch["nftables"] if "rule" in c.get("add", {})]
+    assert len(rules) == 25
+    for rule in rules:
+        assert {"counter": None} in rule["expr"] and rule["comment"]
+
+
+def test_inbound_order_is_what_fsms_insertions_produce():
+    """-I puts the last inserted first: port exclusions, then interfaces in reverse, then the -A rules."""
+    batch = render_batch(config_of(inbound_port_exclusion_list="30", network_interface_exclusion_list="a,b,c"))
+    heads = [rule["expr"][0]["match"]["right"] for rule in rules_of(batch, "PROXY_INBOUND")[:4]]
+    assert heads == ["@inbound_port_exclusions", "c", "b", "a"]
+
+
+def test_outbound_interfaces_keep_their_order_and_the_plus_wildcard_becomes_nft_star():
+    batch = render_batch(config_of(network_interface_exclusion_list="a,veth+"))
+    outbound = [rule["expr"][0]["match"]["right"] for rule in rules_of(batch, "PROXY_OUTPUT")[4:6]]
+    assert outbound == ["a", "veth*"]
+
+
+def test_inclusions_end_outbound_with_return_instead_of_redirect():
+    with_inclusions = rules_of(render_batch(config_of(outbound_ip_range_inclusion_list="3.3.3.0/24")), "PROXY_OUTPUT")
+    without = rules_of(render_batch(Config()), "PROXY_OUTPUT")
+    assert with_inclusions[-1]["expr"] == [{"counter": None}, {"return": None}]
+    assert with_inclusions[-2]["expr"][-1] == {"jump": {"target": "PROXY_REDIRECT"}}
+    assert without[-1]["expr"] == [{"counter": None}, {"jump": {"target": "PROXY_REDIRECT"}}]
+
+
+def test_overlapping_and_adjacent_cidrs_are_merged_in_the_set():
+    context = template_context(config_of(outbound_ip_range_exclusion_list="10.0.0.0/9,10.128.0.0/9,10.1.0.0/16,1.1.1.1/32"))
+    assert [str(n) for n in context["outbound_ip_range_exclusions"]] == ["1.1.1.1/32", "10.0.0.0/8"]
+
+
+def test_empty_lists_leave_out_their_sets_and_rules():
+    batch = render_batch(Config())
+    assert not [c for c in batch["nftables"] if "set" in c.get("add", {})]
+    assert "@" not in json.dumps(batch)
+
+
+def test_custom_constants_reach_the_rules():
+    config = config_of(proxy_uid="1337", proxy_outbound_port="16001", proxy_inbound_port="16003", table="mesh", probe_ports="1,2")
+    text = render(config)
+    assert "table inet mesh {" in text and "redirect to :16001" in text and "redirect to :16003" in text
+    assert "meta skuid 1337" in text and "tcp dport 15901" not in text and "tcp dport 2 counter return" in text
+
+
+@pytest.mark.parametrize("name", ["a;b", "a}b", "x'y", "a$b#c", "`id`", "{x}"])
+def test_interface_names_are_quoted_strings_in_nft_and_json(name):
+    config = config_of(network_interface_exclusion_list=name)
+    assert f'iifname "{name}" counter return' in render(config)
+    assert json.dumps(name) in render(config, "json")
