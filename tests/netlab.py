@@ -94,10 +94,11 @@ class Netns:
         input: str | None = None,
         check: bool = True,
         timeout: float = 30.0,
+        cwd: str | os.PathLike[str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command in the namespace and capture its output (text)."""
         proc = subprocess.run(
-            self.argv(argv), input=input, capture_output=True, text=True, timeout=timeout
+            self.argv(argv), input=input, capture_output=True, text=True, timeout=timeout, cwd=cwd
         )
         if check and proc.returncode != 0:
             raise RuntimeError(

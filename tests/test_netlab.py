@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 
 import pytest
 
 from tests import netlab as nl
+from tests.conftest import REPO
 from tests.netlab import Probe, Verdict
 
 pytestmark = pytest.mark.skipif(
@@ -195,8 +197,18 @@ def test_no_rules_everything_direct(lab: nl.PodWorld) -> None:
     ])
 
 
-def test_fsm_default_rules(lab: nl.PodWorld) -> None:
-    lab.pod.run(["iptables-restore", "--noflush"], input=FSM_DEFAULT)
+def load_ruleset(pod: nl.Netns, which: str) -> None:
+    """FSM's own script through iptables-restore, or nftredir's ruleset through its CLI."""
+    if which == "fsm":
+        pod.run(["iptables-restore", "--noflush"], input=FSM_DEFAULT)
+    else:
+        pod.run([sys.executable, "-m", "nftredir", "apply"], cwd=REPO)
+
+
+@pytest.mark.parametrize("which", ["fsm", "nftredir"])
+def test_default_rules_behave_as_the_reference_describes(lab: nl.PodWorld, which: str) -> None:
+    """The behaviour fsm-rules.md describes, for FSM's own rules and for nftredir's."""
+    load_ruleset(lab.pod, which)
     p, w, lo = lab.pod, lab.world, "127.0.0.1"
     eth0, eth1, out = nl.POD_ETH0, nl.POD_ETH1, nl.OUTBOUND_PORT
 
