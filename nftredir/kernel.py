@@ -102,7 +102,8 @@ class Kernel:
             if "No such file or directory" in error:
                 return None
             raise SystemRefused(f"could not list table inet {table}: {' '.join(error.split())}")
-        return json.loads(output)
+        # json_cmd has already parsed the output into a dict (a string only in older bindings).
+        return output if isinstance(output, dict) else json.loads(output)
 
 
 def remove_batch(table: str) -> dict[str, Any]:
