@@ -1,0 +1,110 @@
+"""The command line as a user meets it: help, exit codes, one-line errors, lean imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def nftredir(*argv: str, prelude: str = "", user: int | None = None, netns=None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a fresh interpreter; `prelude` runs first (e.g. to hide a module).
+
+    Commands that may touch the kernel get a throwaway `netns`, never the host's namespace.
+    """
+    assert netns is not None or argv[0] in ("render", "--help", "--version", "no-such-command") or "--help" in argv
+    code = f"import sys\n{prelude}\nsys.argv = ['nftredir', *{list(argv)!r}]\nfrom nftredir.cli import main\nmain()\n"
+    command = [sys.executable, "-c", code]
+    if user is not None:
+        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+    if netns is not None:
+        command = ["ip", "netns", "exec", netns.name, *command]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=60)
+
+
+def loaded_modules_after(*argv: str) -> set[str]:
+    """Which modules a command imported: the init container pays for each one at every pod start."""
+    prelude = "import atexit, json\natexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))"
+    result = nftredir(*argv, prelude=prelude)
+    return set(json.loads(result.stderr.strip().splitlines()[-1]))
+
+
+def test_help_lists_every_command_and_the_exit_codes():
+    result = nftredir("--help")
+    assert result.returncode == 0
+    for command in ("render", "apply", "remove"):
+        assert f"  {command} " in result.stdout
+    assert "Exit codes: 0 success; 2 invalid input" in result.stdout
+
+
+def test_apply_help_shows_every_option_name_in_full():
+    result = nftredir("apply", "--help")
+    for option in ("--outbound-ip-range-exclusion-list", "--network-interface-exclusion-list", "--dry-run", "--pod-ip"):
+        assert option in result.stdout
+
+
+def test_help_imports_neither_jinja2_nor_libnftables():
+    modules = loaded_modules_after("--help")
+    assert "jinja2" not in modules and "nftables" not in modules
+
+
+def test_render_does_not_import_libnftables():
+    modules = loaded_modules_after("render")
+    assert "jinja2" in modules and "nftables" not in modules
+
+
+def test_render_needs_no_root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged user")
+    result = nftredir("render", "--format", "json", user=65534)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["nftables"][1] == {"add": {"table": {"family": "inet", "name": "nftredir"}}}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["render", "--outbound-ip-range-exclusion-list", "foobar"], "--outbound-ip-range-exclusion-list: 'foobar': not an IPv4 CIDR"),
+        (["render", "--inbound-port-exclusion-list", "0"], "--inbound-port-exclusion-list: '0': not a port"),
+        (["render", "--network-interface-exclusion-list", "a" * 16], "interface names are at most 15 bytes"),
+        (["render", "--local-proxy-mode", "podip"], "podip mode needs the pod's IPv4 address"),
+        (["render", "--outbound-ip-range-exclusion-list", "fd00::/8"], "IPv6 ranges are not supported yet"),
+        (["apply", "--proxy-uid", "-5"], "--proxy-uid: '-5': not a UID"),
+        (["remove", "--table", "x;y"], "--table: 'x;y': table names are"),
+    ],
+)
+def test_invalid_input_is_one_line_and_exit_2(argv, message, netns):
+    result = nftredir(*argv, prelude="import os; os.environ.pop('POD_IP', None)", netns=netns)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("nftredir: error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_pod_ip_comes_from_the_environment_and_errors_name_it():
+    ok = nftredir("render", "--local-proxy-mode", "podip", prelude="import os; os.environ['POD_IP'] = '10.1.2.3'")
+    assert ok.returncode == 0 and "dnat ip to 10.1.2.3" in ok.stdout
+    bad = nftredir("render", "--local-proxy-mode", "podip", prelude="import os; os.environ['POD_IP'] = '10.1.2'")
+    assert bad.returncode == 2 and bad.stderr.startswith("nftredir: error: POD_IP: '10.1.2': not an IPv4 address")
+
+
+def test_usage_errors_exit_2():
+    assert nftredir("render", "--format", "yaml").returncode == 2
+    assert nftredir("no-such-command").returncode == 2
+
+
+def test_missing_binding_names_the_package_to_install(netns):
+    result = nftredir("apply", prelude="sys.modules['nftables'] = None  # as if python3-nftables were absent", netns=netns)
+    assert result.returncode == 3
+    assert "apt-get install python3-nftables" in result.stderr and "--system-site-packages" in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_version():
+    result = nftredir("--version")
+    assert result.returncode == 0 and result.stdout.startswith("nftredir ")
