@@ -3,6 +3,9 @@
 `ruleset.j2` holds the rules once; `nft.j2` and `json.j2` give their syntax. The filters here
 are the only way a value reaches the output, and each one refuses anything that could be read
 as syntax, as a second line of defence behind nftredir.config.
+
+`fsm-iptables.j2` is the other side of the comparison: the `iptables-restore` input FSM's init
+container runs for the same Config, for users migrating and as the reference in the tests.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from nftredir.config import Config
+from nftredir.errors import ConfigError
 
-FORMATS = ("nft", "json")
+FORMATS = ("nft", "json", "iptables")
+# xt_multiport's XT_MULTI_PORTS: iptables refuses a longer --dports list, so FSM's script would fail.
+MULTIPORT_MAX = 15
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SYMBOL_RE = re.compile(r"@?[A-Za-z0-9_.]+")
 
@@ -47,6 +53,13 @@ def _element(value: int | ipaddress.IPv4Network) -> int | str | dict[str, Any]:
     if value.prefixlen == 32:
         return str(value.network_address)
     return {"prefix": {"addr": str(value.network_address), "len": value.prefixlen}}
+
+
+def _ipt_word(value: str) -> str:
+    # iptables-restore splits on whitespace and reads '"' and '\\' itself; a lone '!' is negation.
+    if not value or value == "!" or any(c in '"\\' or not c.isprintable() or c.isspace() for c in value):
+        raise ValueError(f"cannot be one word for iptables-restore: {value!r}")
+    return value
 
 
 def _nft_element(value: int | ipaddress.IPv4Network) -> str:
@@ -82,6 +95,7 @@ def _environment():  # -> jinja2.Environment; jinja2 is imported only when rende
         nft_element=_nft_element,
         json=json.dumps,
         json_element=lambda value: json.dumps(_element(value)),
+        ipt_word=_ipt_word,
     )
     return env
 
@@ -129,10 +143,45 @@ def template_context(config: Config) -> dict[str, Any]:
     }
 
 
+def fsm_iptables_context(config: Config) -> dict[str, Any]:
+    """What fsm-iptables.j2 sees: the Config's lists as given (FSM's merged order, duplicates
+    dropped). Refuses, as a ConfigError, a port list FSM's own script could not load."""
+    for name, field in (("outbound-port-exclusion-list", "outbound_port_exclusions"),
+                        ("inbound-port-exclusion-list", "inbound_port_exclusions")):
+        ports = getattr(config, field)
+        if len(ports) > MULTIPORT_MAX:
+            raise ConfigError(
+                config.sources.get(field, f"--{name}"), ",".join(map(str, ports)),
+                f"{len(ports)} ports, but iptables multiport takes at most {MULTIPORT_MAX}: "
+                "FSM's script would fail to load (nft and json have no such limit)",
+            )
+    if "!" in config.network_interface_exclusions:
+        raise ConfigError(config.sources.get("network_interface_exclusions", "--network-interface-exclusion-list"),
+                          "!", "iptables reads a lone '!' as negation: FSM's script cannot name this interface")
+    return {
+        "outbound_ip_range_exclusions": config.outbound_ip_range_exclusions,
+        "outbound_ip_range_inclusions": config.outbound_ip_range_inclusions,
+        "outbound_port_exclusions": config.outbound_port_exclusions,
+        "inbound_port_exclusions": config.inbound_port_exclusions,
+        "network_interface_exclusions": config.network_interface_exclusions,  # '+' stays '+'
+        "pod_ip": config.pod_ip if config.local_proxy_mode == "podip" else None,
+        "proxy_uid": config.proxy_uid,
+        "proxy_admin_port": config.proxy_admin_port,
+        "proxy_outbound_port": config.proxy_outbound_port,
+        "proxy_inbound_port": config.proxy_inbound_port,
+        "prometheus_port": config.prometheus_port,
+        "probe_ports": config.probe_ports,
+        "healthcheck_port": config.healthcheck_port,
+    }
+
+
 def render(config: Config, format: str = "nft") -> str:
-    """The ruleset as `nft -f` text ("nft") or as the libnftables JSON batch ("json")."""
+    """The ruleset as `nft -f` text ("nft"), as the libnftables JSON batch ("json"), or FSM's
+    own `iptables-restore --noflush` input for the same configuration ("iptables")."""
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}")
+    if format == "iptables":
+        return _environment().get_template("fsm-iptables.j2").render(**fsm_iptables_context(config))
     text = _environment().get_template("ruleset.j2").render(format=format, **template_context(config))
     if format == "json":  # the template's layout leaves blank lines that mean nothing in JSON
         text = "\n".join(line for line in text.splitlines() if line.strip())

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from nftredir.config import Config
+from nftredir.errors import ConfigError
 from nftredir.render import render, render_batch, template_context
 from tests.scenarios import SCENARIOS, config_of
 
 GOLDENS = Path(__file__).parent / "goldens"
 
 
-@pytest.mark.parametrize("fmt", ["nft", "json"])
+@pytest.mark.parametrize("fmt", ["nft", "json", "iptables"])
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_render_matches_golden(scenario, fmt):
     text = render(config_of(**SCENARIOS[scenario]), fmt)
@@ -95,3 +96,25 @@ def test_interface_names_are_quoted_strings_in_nft_and_json(name):
     config = config_of(network_interface_exclusion_list=name)
     assert f'iifname "{name}" counter return' in render(config)
     assert json.dumps(name) in render(config, "json")
+
+
+def test_iptables_render_is_fsms_script_with_the_pod_ip_written_in():
+    text = render(config_of(local_proxy_mode="podip", pod_ip="10.0.0.5"), "iptables")
+    assert text.startswith("*nat\n") and text.endswith("\nCOMMIT\n")
+    assert "-j DNAT --to-destination 10.0.0.5\n" in text and "$POD_IP" not in text
+
+
+def test_iptables_render_keeps_the_order_given_and_the_plus_wildcard():
+    text = render(config_of(outbound_ip_range_exclusion_list="10.0.0.0/8,1.1.1.1/32,10.1.0.0/16,1.1.1.1/32",
+                            outbound_port_exclusion_list="20,10,20", network_interface_exclusion_list="veth+"), "iptables")
+    excluded = [line.split()[3] for line in text.splitlines() if line.endswith("-j RETURN") and " -d " in line]
+    assert excluded == ["127.0.0.1/32", "10.0.0.0/8", "1.1.1.1/32", "10.1.0.0/16"]  # not merged, duplicates dropped
+    assert "--dports 20,10 -j RETURN" in text and "-o veth+ -j RETURN" in text and "-i veth+ -j RETURN" in text
+
+
+@pytest.mark.parametrize("option", ["outbound_port_exclusion_list", "inbound_port_exclusion_list"])
+def test_iptables_render_refuses_more_ports_than_multiport_takes(option):
+    config = config_of(**{option: ",".join(str(port) for port in range(1, 17))})
+    with pytest.raises(ConfigError, match=r"^--%s: .*16 ports, .*at most 15" % option.replace("_", "-")):
+        render(config, "iptables")
+    assert render(config, "nft") and render(config_of(**{option: ",".join(map(str, range(1, 16)))}), "iptables")
