@@ -1,0 +1,88 @@
+"""Where configuration comes from, and how the sources combine into one set of raw items.
+
+Each source is read by its own module into a *layer*: `{option name: [Item, ...]}`, every
+Item naming its exact origin. The layers, lowest precedence first:
+
+1. defaults (nftredir.config.Config's fields; not a layer)
+2. mesh: FSM's MeshConfig (global) merged with the pod's annotations, exactly as FSM's
+   injector merges them (`merge_fsm`)
+3. nftredir's own file (`--config`)
+4. the environment (`NFTREDIR_<OPTION>`, `POD_IP`)
+5. flags
+
+An option given in a higher layer *replaces* that option from every lower layer, lists
+included (`overlay`): the only union is FSM's own mesh + pod merge. nftredir.config.build_config
+validates the result; nothing here judges a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from nftredir.config import Item
+from nftredir.sources.annotations import read_pod_annotations
+from nftredir.sources.config_file import read_config_file
+from nftredir.sources.environment import FILE_VARIABLES, environment_layer
+from nftredir.sources.meshconfig import read_mesh_config
+
+Layer = dict[str, list[Item]]
+
+# FSM's MergeIPRangeLists puts the pod's ranges first; MergePortExclusionLists the global ports.
+POD_FIRST = ("outbound-ip-range-exclusion-list", "outbound-ip-range-inclusion-list")
+GLOBAL_FIRST = ("outbound-port-exclusion-list", "inbound-port-exclusion-list")
+
+
+class Files(NamedTuple):
+    """The files to read; None for a file not given."""
+
+    config: str | None = None
+    mesh_config: str | None = None
+    pod_annotations: str | None = None
+
+
+def _dedupe(items: list[Item]) -> list[Item]:
+    """Drop repeated values, keeping the first (FSM's merge uses a set the same way)."""
+    seen: set[str] = set()
+    return [item for item in items if not (item.text in seen or seen.add(item.text))]
+
+
+def merge_fsm(mesh: Layer, pod: Layer) -> Layer:
+    """FSM's merge of the global (MeshConfig) and pod (annotation) lists, duplicates dropped."""
+    merged: Layer = {}
+    for option in {**mesh, **pod}:
+        if option in POD_FIRST:
+            merged[option] = _dedupe([*pod.get(option, []), *mesh.get(option, [])])
+        elif option in GLOBAL_FIRST:
+            merged[option] = _dedupe([*mesh.get(option, []), *pod.get(option, [])])
+        else:  # MeshConfig-only settings: interfaces, localProxyMode
+            merged[option] = mesh.get(option, []) if option in mesh else pod[option]
+    return merged
+
+
+def overlay(*layers: Layer) -> Layer:
+    """Combine layers, lowest precedence first: an option in a later layer replaces it whole."""
+    combined: Layer = {}
+    for layer in layers:
+        combined.update(layer)
+    return combined
+
+
+def file_paths(flags: Files, environ: Mapping[str, str]) -> Files:
+    """Each file named by its flag, else by its variable (NFTREDIR_CONFIG, ...)."""
+    return Files(*(given or environ.get(var) or None for given, var in zip(flags, FILE_VARIABLES)))
+
+
+def gather(flags: Layer, environ: Mapping[str, str], files: Files = Files()) -> Layer:
+    """All sources, read and combined by precedence: flags > environment > --config > mesh."""
+    paths = file_paths(files, environ)
+    mesh: Layer = {}
+    pod: Layer = {}
+    own: Layer = {}
+    if paths.mesh_config:
+        mesh = read_mesh_config(paths.mesh_config)
+    if paths.pod_annotations:
+        pod = read_pod_annotations(paths.pod_annotations)
+    if paths.config:
+        own = read_config_file(paths.config)
+    return overlay(merge_fsm(mesh, pod), own, environment_layer(environ), flags)

@@ -1,0 +1,195 @@
+"""Reading a YAML or JSON file into plain data, remembering the line of each value.
+
+Every failure is a ConfigError naming the file (and line, where the parser knows it): an
+unreadable file, bytes that are not UTF-8, a syntax error, a duplicate key. PyYAML is imported
+only here and only when a YAML file is read, with libyaml's C parser when it is available
+(tens of thousands of CIDRs in a MeshConfig).
+"""
+
+from __future__ import annotations
+
+import json
+import reprlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nftredir.errors import ConfigError
+
+Path_ = tuple[str | int, ...]
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def display_path(path: str | Path) -> str:
+    """A file name fit for a one-line message: as given, or escaped if it holds odd characters."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
+def shown(value: Any) -> str:
+    """A value for an error message, bounded whatever its size or nesting."""
+    return value if isinstance(value, str) else reprlib.repr(value)
+
+
+def format_path(path: Path_) -> str:
+    """('spec', 'traffic', 'x', 3) -> 'spec.traffic.x[3]'; odd keys are quoted: a['b/c']."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.replace("-", "_").isidentifier():
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+@dataclass(frozen=True)
+class Document:
+    """A parsed file: its data, and the line (1-based) of values by path, where known."""
+
+    name: str
+    data: Any
+    lines: dict[Path_, int] = field(default_factory=dict)
+
+    def at(self, path: Path_) -> str:
+        """'file:line' of the value at `path` (or just 'file')."""
+        line = self.lines.get(path)
+        return f"{self.name}:{line}" if line else self.name
+
+    def where(self, path: Path_) -> str:
+        """The source of the value at `path`: 'file:line: a.b[3]' (or 'file: a.b[3]')."""
+        head = self.at(path)
+        return f"{head}: {format_path(path)}" if path else head
+
+
+def read_text(path: str | Path) -> str:
+    """The file as text; unreadable files and bytes that are not UTF-8 are ConfigErrors."""
+    name = display_path(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(name, str(path), f"cannot read: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        bad = data[exc.start : exc.end]
+        reason = f"not UTF-8 text (byte 0x{bad[0]:02x} at offset {exc.start})"
+        raise ConfigError(f"{name}:{line}", bad.decode("latin-1"), reason) from None
+
+
+def looks_like_json(text: str) -> bool:
+    return text.lstrip()[:1] in ("{", "[")
+
+
+def load_document(path: str | Path) -> Document:
+    """Parse a YAML or JSON file (JSON if it starts with '{' or '['; YAML is the rest)."""
+    return parse_document(read_text(path), display_path(path))
+
+
+def parse_document(text: str, name: str) -> Document:
+    if looks_like_json(text):
+        return Document(name, _load_json(text, name))
+    data, lines = _load_yaml(text, name)
+    return Document(name, data, lines)
+
+
+def _load_json(text: str, name: str) -> Any:
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in items:
+            if key in result:
+                raise ConfigError(name, key, "duplicate key in a JSON object")
+            result[key] = value
+        return result
+
+    def constant(word: str) -> Any:
+        raise ConfigError(name, word, "not valid JSON")
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+    except json.JSONDecodeError as exc:
+        snippet = exc.doc[exc.pos : exc.pos + 20]
+        raise ConfigError(f"{name}:{exc.lineno}:{exc.colno}", snippet, f"malformed JSON: {exc.msg}") from None
+    except RecursionError:
+        raise ConfigError(name, text[:20], "JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(name, text[:20], f"malformed JSON: {exc}") from None
+
+
+def _load_yaml(text: str, name: str) -> tuple[Any, dict[Path_, int]]:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    lines: dict[Path_, int] = {}
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, lines
+        return _Walker(loader, lines, name).value(node, ()), lines
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{name}:{mark.line + 1}" if mark else name
+        problem = exc.problem or exc.context or "malformed"
+        raise ConfigError(where, _line_of(text, mark), f"malformed YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(name, text[:20], f"malformed YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(name, text[:20], "YAML nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _line_of(text: str, mark: Any) -> str:
+    if mark is None:
+        return text[:20]
+    lines = text.splitlines()
+    return lines[mark.line] if mark.line < len(lines) else ""
+
+
+class _Walker:
+    """Builds plain data from YAML nodes, like SafeConstructor, and notes each value's line.
+
+    An alias yields the very object its anchor built (no copy), so a 'billion laughs' file
+    costs no more than its text, and a self-referencing one cannot loop.
+    """
+
+    def __init__(self, loader: Any, lines: dict[Path_, int], name: str) -> None:
+        self.loader, self.lines, self.name = loader, lines, name
+        self.built: dict[int, Any] = {}
+
+    def value(self, node: Any, path: Path_) -> Any:
+        import yaml
+
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if id(node) in self.built:
+            return self.built[id(node)]
+        if isinstance(node, yaml.MappingNode):
+            self.loader.flatten_mapping(node)
+            result: dict[Any, Any] = {}
+            self.built[id(node)] = result
+            for key_node, value_node in node.value:
+                key = self.loader.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in result
+                except TypeError:  # an unhashable key, e.g. a list
+                    raise ConfigError(f"{self.name}:{key_node.start_mark.line + 1}", shown(key), "not a valid key") from None
+                if duplicate:
+                    where = f"{self.name}:{key_node.start_mark.line + 1}"
+                    raise ConfigError(where, shown(key), "duplicate key")
+                part = key if isinstance(key, (str, int)) else str(key)
+                result[key] = self.value(value_node, (*path, part))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            items: list[Any] = []
+            self.built[id(node)] = items
+            items.extend(self.value(child, (*path, index)) for index, child in enumerate(node.value))
+            return items
+        if node.tag == _STR_TAG:  # most scalars: skip the constructor's bookkeeping
+            return node.value
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            where = f"{self.name}:{node.start_mark.line + 1}"
+            raise ConfigError(where, node.value, f"cannot read this value: {str(exc).split(';')[0]}") from None

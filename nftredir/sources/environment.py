@@ -1,0 +1,48 @@
+"""The environment as a layer: `NFTREDIR_<OPTION>` for every option, and `POD_IP`.
+
+`<OPTION>` is the option name upper-cased with '-' as '_':
+`NFTREDIR_OUTBOUND_PORT_EXCLUSION_LIST=6379,7070`. `POD_IP` (the downward API's usual name)
+sets pod-ip unless `NFTREDIR_POD_IP` is set. A variable that is set but empty is an explicit
+empty value: for a list, the empty list. Other `NFTREDIR_*` variables are ignored.
+
+The environment is passed in (`os.environ` by the CLI), so tests need not touch the process's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from nftredir.config import OPTIONS, Item, split_items
+
+PREFIX = "NFTREDIR_"
+POD_IP = "POD_IP"
+
+
+def variable(option: str) -> str:
+    """'outbound-port-exclusion-list' -> 'NFTREDIR_OUTBOUND_PORT_EXCLUSION_LIST'."""
+    return PREFIX + option.upper().replace("-", "_")
+
+
+class FileVariables(NamedTuple):
+    """The variables that name files, for an init container that cannot easily pass flags."""
+
+    config: str = PREFIX + "CONFIG"
+    mesh_config: str = PREFIX + "MESH_CONFIG"
+    pod_annotations: str = PREFIX + "POD_ANNOTATIONS"
+
+
+FILE_VARIABLES = FileVariables()
+
+
+def environment_layer(environ: Mapping[str, str]) -> dict[str, list[Item]]:
+    layer: dict[str, list[Item]] = {}
+    for option, spec in OPTIONS.items():
+        name = variable(option)
+        if name not in environ and option == "pod-ip" and POD_IP in environ:
+            name = POD_IP
+        if name not in environ:
+            continue
+        text = environ[name]
+        layer[option] = split_items(text, name) if spec.is_list else [Item(text, name)]
+    return layer

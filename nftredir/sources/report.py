@@ -1,0 +1,53 @@
+"""The effective configuration with the origin of every value, for `nftredir config`."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from nftredir.config import OPTIONS, Config, Item
+
+DEFAULT = "default"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv4Address)):
+        return str(value)
+    return value
+
+
+def effective(config: Config, raw: Mapping[str, list[Item]]) -> dict[str, Any]:
+    """{option: {"value", "source"}} for a scalar; {option: [{"value", "source"}, ...]} for a list.
+
+    A list value's source is the first item that gave it (later duplicates are dropped, as in
+    build_config). `raw` is what build_config validated into `config`, so parsing cannot fail.
+    """
+    report: dict[str, Any] = {}
+    for name, option in OPTIONS.items():
+        value = getattr(config, option.field)
+        items = raw.get(name)
+        if option.is_list:
+            if items is None:
+                report[name] = [{"value": _plain(v), "source": DEFAULT} for v in value]
+                continue
+            origin: dict[Any, str] = {}
+            for item in items:
+                origin.setdefault(option.parse(item), item.source)
+            report[name] = [{"value": _plain(v), "source": origin[v]} for v in value]
+        else:
+            used = items and (name != "pod-ip" or config.pod_ip is not None)
+            report[name] = {"value": _plain(value), "source": items[-1].source if used else DEFAULT}
+    return report
+
+
+def dump(report: dict[str, Any], format: str) -> str:
+    """The report as YAML (the default) or JSON text."""
+    if format == "json":
+        import json
+
+        return json.dumps(report, indent=2) + "\n"
+    import yaml
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(report, Dumper=dumper, sort_keys=False, default_flow_style=False, allow_unicode=False)
