@@ -108,6 +108,9 @@ def parse_ifname(item: Item) -> str:
             raise ConfigError(item.source, name, f"Linux refuses {char!r} in interface names")
         if char in _NFT_UNSAFE_IFNAME_CHARS:
             raise ConfigError(item.source, name, f"{char!r} is not accepted in interface names")
+    if name.startswith("@"):
+        # libnftables' JSON parser reads a string starting with '@' as a set reference.
+        raise ConfigError(item.source, name, "'@' is not accepted at the start of an interface name")
     if "+" in name[:-1]:
         raise ConfigError(item.source, name, "'+' is only allowed at the end (a prefix wildcard, as in iptables)")
     return name
