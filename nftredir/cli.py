@@ -20,6 +20,7 @@ import typer  # noqa: E402
 
 from nftredir.config import OPTIONS, Config, Item, build_config, split_items
 from nftredir.errors import EXIT_INVALID, NftredirError
+from nftredir.sources import Files, gather
 
 EXIT_CODES = """Exit codes: 0 success; 2 invalid input or usage (nothing was sent to the kernel);
 3 the system refused (no root/CAP_NET_ADMIN, libnftables missing, or the kernel rejected the batch)."""
@@ -49,7 +50,7 @@ _HELP = {
         f"Interfaces whose traffic bypasses the sidecar both ways; a trailing '+' matches a prefix, as in iptables. {_LIST}",
     ),
     "local-proxy-mode": ("MODE", "localhost (default) or podip: in podip mode the sidecar's calls to 127.0.0.1 are sent to the pod IP."),
-    "pod-ip": ("IPV4", "The pod's IPv4 address, needed in podip mode. [env: POD_IP]"),
+    "pod-ip": ("IPV4", "The pod's IPv4 address, needed in podip mode. [env: NFTREDIR_POD_IP or POD_IP]"),
     "table": ("NAME", "The nftables table nftredir owns (family inet). [default: nftredir]"),
     "proxy-uid": ("UID", "UID the sidecar runs as; its traffic is never redirected. [default: 1500]"),
     "proxy-admin-port": ("PORT", "Sidecar admin port. [default: 15000]"),
@@ -59,30 +60,53 @@ _HELP = {
     "probe-ports": ("PORT,...", "Sidecar probe listeners, not redirected inbound. [default: 15901,15902,15903]"),
     "healthcheck-port": ("PORT", "fsm-healthcheck port, which bypasses the sidecar inbound. [default: 15904]"),
 }
-_ENVVARS = {"pod-ip": "POD_IP"}
+# The files a command reads configuration from, besides flags and the environment.
+_FILE_OPTIONS = {
+    "config_file": (
+        "--config",
+        "nftredir's own configuration, YAML or JSON: option names as keys. [env: NFTREDIR_CONFIG]",
+    ),
+    "mesh_config": (
+        "--mesh-config",
+        "FSM's MeshConfig as `kubectl get meshconfig fsm-mesh-config -n fsm-system -o yaml` (or -o json) "
+        "prints it: the global lists. [env: NFTREDIR_MESH_CONFIG]",
+    ),
+    "pod_annotations": (
+        "--pod-annotations",
+        "The pod's annotations: a downward-API annotations file, or a pod manifest in YAML or JSON: "
+        "the pod's lists, merged with MeshConfig's as FSM does. [env: NFTREDIR_POD_ANNOTATIONS]",
+    ),
+}
+_SOURCES_HELP = (
+    "Each option is also read from NFTREDIR_<OPTION> (e.g. NFTREDIR_TABLE) and from the files; "
+    "flags > environment > --config > MeshConfig and annotations > defaults, an option given at a "
+    "higher level replacing it (lists included) from the lower ones."
+)
 
 
 def _config_parameter(name: str) -> inspect.Parameter:
     metavar, help_text = _HELP[name]
     kind = Optional[list[str]] if OPTIONS[name].is_list else Optional[str]
-    option = typer.Option(
-        f"--{name}", metavar=metavar, help=help_text, envvar=_ENVVARS.get(name), show_envvar=False,
-    )
+    option = typer.Option(f"--{name}", metavar=metavar, help=help_text)
     return inspect.Parameter(
         name.replace("-", "_"), inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind, option]
     )
 
 
-def _raw_items(ctx: typer.Context, values: dict[str, Any]) -> dict[str, list[Item]]:
-    """Each given option's values as Items, named by where they came from (flag or variable)."""
+def _file_parameter(name: str) -> inspect.Parameter:
+    flag, help_text = _FILE_OPTIONS[name]
+    option = typer.Option(flag, metavar="FILE", help=help_text)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], option])
+
+
+def _flag_items(values: dict[str, Any]) -> dict[str, list[Item]]:
+    """Each option given as a flag, as Items whose source is the flag."""
     raw: dict[str, list[Item]] = {}
     for name in OPTIONS:
         value = values.get(name.replace("-", "_"))
         if value is None:
             continue
-        parameter_source = ctx.get_parameter_source(name.replace("-", "_"))
-        from_env = parameter_source is not None and parameter_source.name == "ENVIRONMENT"
-        source = _ENVVARS[name] if from_env else f"--{name}"
+        source = f"--{name}"
         texts = value if isinstance(value, list) else [value]
         raw[name] = [item for text in texts for item in split_items(text, source)] if OPTIONS[name].is_list else [
             Item(text, source) for text in texts
@@ -91,22 +115,32 @@ def _raw_items(ctx: typer.Context, values: dict[str, Any]) -> dict[str, list[Ite
 
 
 def with_config(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a command every configuration option and call it with the validated Config."""
+    """Give a command every configuration option and the configuration files, and call it with
+    the validated Config built from flags, environment and files (see nftredir.sources).
+
+    A command that also declares a `raw` parameter receives the combined raw items, each
+    naming its source (for `nftredir config`).
+    """
+    signature = inspect.signature(command, eval_str=True)
+    wants_raw = "raw" in signature.parameters
     own = [
         p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-        for p in inspect.signature(command, eval_str=True).parameters.values()
-        if p.name != "config"
+        for p in signature.parameters.values()
+        if p.name not in ("config", "raw")
     ]
-    context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
     config_names = {name.replace("-", "_") for name in OPTIONS}
 
     @functools.wraps(command)
-    def wrapper(ctx: typer.Context, **kwargs: Any) -> Any:
-        config = build_config(_raw_items(ctx, {k: v for k, v in kwargs.items() if k in config_names}))
-        return command(config=config, **{k: v for k, v in kwargs.items() if k not in config_names})
+    def wrapper(**kwargs: Any) -> Any:
+        files = Files(*(kwargs.pop(name) for name in _FILE_OPTIONS))
+        flags = _flag_items({k: v for k, v in kwargs.items() if k in config_names})
+        raw = gather(flags, os.environ, files)
+        extra = {"raw": raw} if wants_raw else {}
+        return command(config=build_config(raw), **extra, **{k: v for k, v in kwargs.items() if k not in config_names})
 
-    parameters = [context, *own, *(_config_parameter(name) for name in OPTIONS)]
+    parameters = [*own, *(_file_parameter(name) for name in _FILE_OPTIONS), *(_config_parameter(name) for name in OPTIONS)]
     wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    wrapper.__doc__ = f"{inspect.cleandoc(command.__doc__ or '')}\n\n{_SOURCES_HELP}"
     return wrapper
 
 
@@ -125,7 +159,7 @@ def _kernel(verbose: bool):  # -> nftredir.kernel.Kernel
 @with_config
 def render(
     config: Config,
-    format: Annotated[str, typer.Option("--format", "-f", help="nft: `nft -f` input; json: the libnftables batch apply sends.")] = "nft",
+    format: Annotated[str, typer.Option("--format", "-f", help="nft: `nft -f` input; json: the libnftables batch apply sends; iptables: the `iptables-restore --noflush` input FSM's init container runs for the same options (refused, exit 2, for a port list longer than multiport's 15).")] = "nft",
 ) -> None:
     """Print the ruleset without touching the kernel (no root needed).
 
@@ -138,11 +172,33 @@ def render(
     sys.stdout.write(render_ruleset(config, format))
 
 
+@app.command("config")
+@with_config
+def show_config(
+    config: Config,
+    raw: dict[str, list[Item]],
+    format: Annotated[str, typer.Option("--format", "-f", help="yaml or json.")] = "yaml",
+) -> None:
+    """Print the effective configuration and where each value came from (flag, variable,
+    file position, MeshConfig field, annotation, or default). Touches nothing.
+
+    Example: nftredir config --mesh-config mesh.yaml --pod-annotations /etc/podinfo/annotations
+    """
+    from nftredir.sources.report import dump, effective
+
+    if format not in ("yaml", "json"):
+        raise typer.BadParameter(f"{format!r} is not one of yaml, json", param_hint="'--format'")
+    sys.stdout.write(dump(effective(config, raw), format))
+
+
 @app.command()
 @with_config
 def apply(
     config: Config,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Have the kernel check the batch; commit nothing.")] = False,
+    show_diff: Annotated[
+        bool, typer.Option("--diff", help="First print what this apply changes: `nftredir diff`'s text, - live, + desired.")
+    ] = False,
     verbose: Verbose = False,
 ) -> None:
     """Replace table inet nftredir with the ruleset, in one kernel transaction.
@@ -155,9 +211,91 @@ def apply(
     from nftredir.render import render_batch
 
     batch = render_batch(config)
-    _kernel(verbose).send(batch, dry_run=dry_run)
+    kernel = _kernel(verbose)
+    if show_diff:
+        from nftredir.diff import drift
+
+        changes = drift(kernel.list_table(config.table), batch, config.table)
+        sys.stdout.write(changes.text() or f"no changes: table inet {config.table} already matches\n")
+    kernel.send(batch, dry_run=dry_run)
     if dry_run:
         print(f"dry run: the kernel accepted the ruleset for table inet {config.table}; nothing was committed")
+
+
+Format = Annotated[str, typer.Option("--format", "-f", help="text: for a person; json: for machines (shape below).")]
+
+
+def _check_format(format: str) -> None:
+    if format not in ("text", "json"):
+        raise typer.BadParameter(f"{format!r} is not one of text, json", param_hint="'--format'")
+
+
+_DIFF_EPILOG = """\b
+JSON: {"table": {"family", "name"}, "installed": bool, "identical": bool,
+  "differences": [{"object": "table"|"set"|"chain"|"rule"|...,
+    "change": "missing"|"extra"|"changed", "name": set/chain name (a rule's chain),
+    "live": {...}|null, "desired": {...}|null, ...}]}
+  rule sides: {"index", "rule", "comment"} (+ "handle" live); set sides: {"type", "flags",
+  "elements"}, changed sets add "fields", "elements_missing", "elements_extra"; chain sides:
+  {"type", "hook", "prio", "policy", "rules"}, changed chains add "fields".
+  Full description: README, "nftredir diff and status".
+
+\b
+Exit codes (as diff(1)): 0 identical; 1 different (including no table); 2 invalid input or
+usage; 3 the system refused (no root/CAP_NET_ADMIN, libnftables missing)."""
+
+
+@app.command("diff", epilog=_DIFF_EPILOG)
+@with_config
+def diff_command(config: Config, format: Format = "text", verbose: Verbose = False) -> None:
+    """Compare the live table with the ruleset these options would apply; change nothing.
+
+    Ignores what does not change meaning (handles, counter values, element order, the kernel's
+    normalisation of prefixes and protocols). Text is a unified diff in nft syntax, - live and
+    + desired, and empty when they match.
+
+    Example: nftredir diff --outbound-port-exclusion-list 6379 || nftredir apply --diff --outbound-port-exclusion-list 6379
+    """
+    import json
+
+    from nftredir.diff import drift
+    from nftredir.render import render_batch
+
+    _check_format(format)
+    result = drift(_kernel(verbose).list_table(config.table), render_batch(config), config.table)
+    sys.stdout.write(json.dumps(result.report(), indent=2) + "\n" if format == "json" else result.text())
+    if not result.identical:
+        raise typer.Exit(1)
+
+
+_STATUS_EPILOG = """\b
+JSON: {"table": {"family", "name"}, "installed": bool, "matches": bool,
+  "differences": [as in nftredir diff], "sets": [{"name", "type", "flags", "elements"}],
+  "chains": [{"name", "type", "hook", "prio", "policy",
+    "rules": [{"handle", "rule", "comment", "packets", "bytes"}]}]}
+  Full description: README, "nftredir diff and status".
+
+\b
+Exit codes: 0 the status was shown (whether or not the table matches: use nftredir diff to
+test that); 2 invalid input or usage; 3 the system refused."""
+
+
+@app.command(epilog=_STATUS_EPILOG)
+@with_config
+def status(config: Config, format: Format = "text", verbose: Verbose = False) -> None:
+    """Show whether table inet nftredir is installed and matches these options, and every rule
+    with its comment and packet/byte counters.
+
+    Example: nftredir status --outbound-port-exclusion-list 6379
+    """
+    import json
+
+    from nftredir.render import render_batch
+    from nftredir.status import format_text, status_report
+
+    _check_format(format)
+    report = status_report(_kernel(verbose).list_table(config.table), render_batch(config), config.table)
+    sys.stdout.write(json.dumps(report, indent=2) + "\n" if format == "json" else format_text(report))
 
 
 @app.command()
@@ -170,6 +308,23 @@ def remove(
 
     config = build_config({"table": [Item(table, "--table")]})
     _kernel(verbose).send(remove_batch(config.table))
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"nftredir {version('nftredir')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
 
 
 def main() -> None:
