@@ -108,3 +108,13 @@ def test_missing_binding_names_the_package_to_install(netns):
 def test_version():
     result = nftredir("--version")
     assert result.returncode == 0 and result.stdout.startswith("nftredir ")
+
+
+def test_the_installed_package_renders_outside_the_source_tree():
+    """What pip installed (scripts/setup does a regular install) holds every module and template."""
+    result = subprocess.run(
+        [sys.executable, "-P", "-c", "import nftredir.cli, sys; sys.argv = ['nftredir', 'render']; nftredir.cli.main()"],
+        capture_output=True, text=True, cwd="/", timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "table inet nftredir {" in result.stdout
