@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import os
 import sys
 from typing import Annotated, Any, Callable, Optional
 
-# Plain help: rich's panels cut long option names at 80 columns, and rich is slow to import.
-os.environ.setdefault("TYPER_USE_RICH", "0")
-
-import typer  # noqa: E402
+import typer
 
 from nftredir.config import OPTIONS, Config, Item, build_config, split_items
 from nftredir.errors import EXIT_INVALID, NftredirError
-from nftredir.sources import Files, gather
 
 EXIT_CODES = """Exit codes: 0 success; 2 invalid input or usage (nothing was sent to the kernel);
 3 the system refused (no root/CAP_NET_ADMIN, libnftables missing, or the kernel rejected the batch)."""
@@ -32,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help even where rich is installed: its panels cut long option names
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -132,6 +128,8 @@ def with_config(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
+        from nftredir.sources import Files, gather
+
         files = Files(*(kwargs.pop(name) for name in _FILE_OPTIONS))
         flags = _flag_items({k: v for k, v in kwargs.items() if k in config_names})
         raw = gather(flags, os.environ, files)
@@ -148,11 +146,9 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log the batch se
 
 
 def _kernel(verbose: bool):  # -> nftredir.kernel.Kernel
-    if verbose:
-        logging.basicConfig(level=logging.DEBUG, format="nftredir: %(message)s", stream=sys.stderr)
     from nftredir.kernel import Kernel
 
-    return Kernel()
+    return Kernel(trace=(lambda message: print(f"nftredir: {message}", file=sys.stderr)) if verbose else None)
 
 
 @app.command()

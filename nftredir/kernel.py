@@ -7,13 +7,10 @@ none of it. Tests swap this module's `Kernel` for their own where they need to.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nftredir.errors import SystemRefused
-
-log = logging.getLogger("nftredir")
 
 CAP_NET_ADMIN = 12
 
@@ -43,7 +40,9 @@ def describe_command(command: dict[str, Any]) -> str:
 class Kernel:
     """libnftables, set up for JSON in and out."""
 
-    def __init__(self) -> None:
+    def __init__(self, trace: Callable[[str], None] | None = None) -> None:
+        """`trace`, when given, is told each batch before it is sent (the CLI's -v)."""
+        self._trace = trace
         if not has_net_admin():
             raise SystemRefused(
                 "permission denied: changing nftables needs root with CAP_NET_ADMIN in the pod's network namespace"
@@ -70,7 +69,8 @@ class Kernel:
 
     def send(self, batch: dict[str, Any], dry_run: bool = False) -> None:
         """Commit the batch as one transaction (or only have the kernel check it, with dry_run)."""
-        log.debug("sending%s batch: %s", " dry-run" if dry_run else "", json.dumps(batch))
+        if self._trace:
+            self._trace(f"sending{' dry-run' if dry_run else ''} batch: {json.dumps(batch)}")
         rc, _, error = self._run(batch, dry_run)
         if rc != 0:
             raise SystemRefused(self._explain(batch, error))

@@ -21,10 +21,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from nftredir.config import Item
-from nftredir.sources.annotations import read_pod_annotations
-from nftredir.sources.config_file import read_config_file
 from nftredir.sources.environment import FILE_VARIABLES, environment_layer
-from nftredir.sources.meshconfig import read_mesh_config
 
 Layer = dict[str, list[Item]]
 
@@ -79,10 +76,18 @@ def gather(flags: Layer, environ: Mapping[str, str], files: Files = Files()) -> 
     mesh: Layer = {}
     pod: Layer = {}
     own: Layer = {}
+    # The file readers are imported only when a file is given: an init container configured by
+    # flags and environment alone should not pay for them.
     if paths.mesh_config:
+        from nftredir.sources.meshconfig import read_mesh_config
+
         mesh = read_mesh_config(paths.mesh_config)
     if paths.pod_annotations:
+        from nftredir.sources.annotations import read_pod_annotations
+
         pod = read_pod_annotations(paths.pod_annotations)
     if paths.config:
+        from nftredir.sources.config_file import read_config_file
+
         own = read_config_file(paths.config)
     return overlay(merge_fsm(mesh, pod), own, environment_layer(environ), flags)
