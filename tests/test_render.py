@@ -118,3 +118,27 @@ def test_iptables_render_refuses_more_ports_than_multiport_takes(option):
     with pytest.raises(ConfigError, match=r"^--%s: .*16 ports, .*at most 15" % option.replace("_", "-")):
         render(config, "iptables")
     assert render(config, "nft") and render(config_of(**{option: ",".join(map(str, range(1, 16)))}), "iptables")
+
+
+def _load_with_cache(directory):
+    import jinja2
+
+    from nftredir.render import _bytecode_cache, template_dir
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()), bytecode_cache=_bytecode_cache(directory))
+    return env.get_template("nft.j2")
+
+
+def test_compiled_templates_are_cached_like_python_bytecode(tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.dont_write_bytecode", False)
+    _load_with_cache(tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir()][0].startswith("__jinja2_")
+    monkeypatch.setattr("sys.dont_write_bytecode", True)  # PYTHONDONTWRITEBYTECODE
+    _load_with_cache(tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+
+
+def test_an_unwritable_cache_only_costs_a_compile(tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.dont_write_bytecode", False)
+    (tmp_path / "file").write_text("not a directory")
+    assert _load_with_cache(tmp_path / "file" / "cache").module is not None
