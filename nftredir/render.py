@@ -105,14 +105,13 @@ def _bytecode_cache(directory: Path):  # -> jinja2.BytecodeCache
     return Cache(str(directory))
 
 
-@cache
-def _environment():  # -> jinja2.Environment; jinja2 is imported only when rendering
+def make_environment(templates: Path, cache: Path):  # -> jinja2.Environment
+    """The templates with nftredir's filters, compiled templates cached in `cache`."""
     import jinja2
 
-    templates = template_dir()
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates),
-        bytecode_cache=_bytecode_cache(templates / "__pycache__"),
+        bytecode_cache=_bytecode_cache(cache),
         autoescape=False,  # escaping is per format, by the filters below
         trim_blocks=True,
         lstrip_blocks=True,
@@ -129,6 +128,11 @@ def _environment():  # -> jinja2.Environment; jinja2 is imported only when rende
         ipt_word=_ipt_word,
     )
     return env
+
+
+@cache
+def _environment():  # -> jinja2.Environment; jinja2 is imported only when rendering
+    return make_environment(template_dir(), template_dir() / "__pycache__")
 
 
 def _ifname_pattern(name: str) -> str:

@@ -121,12 +121,9 @@ def test_iptables_render_refuses_more_ports_than_multiport_takes(option):
 
 
 def _load_with_cache(directory):
-    import jinja2
+    from nftredir.render import make_environment, template_dir
 
-    from nftredir.render import _bytecode_cache, template_dir
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()), bytecode_cache=_bytecode_cache(directory))
-    return env.get_template("nft.j2")
+    return make_environment(template_dir(), directory).get_template("nft.j2")
 
 
 def test_compiled_templates_are_cached_like_python_bytecode(tmp_path, monkeypatch):
