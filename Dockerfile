@@ -17,7 +17,7 @@
 ARG BASE_IMAGE=debian:bookworm-slim
 
 # Shared by both stages: keep docs, man pages and translations out of dpkg
-# installs (copyright files stay), and never keep apt caches.
+# installs (copyright files stay).
 FROM ${BASE_IMAGE} AS debbase
 RUN printf '%s\n' \
         'path-exclude=/usr/share/doc/*' \
@@ -46,26 +46,34 @@ COPY pyproject.toml README.md /src/
 COPY nftredir/ /src/nftredir/
 COPY templates/ /src/templates/
 
-# pip gets --cert only when PIP_CERT is set (the file is a build-time mount).
+# pip gets --cert only when PIP_CERT is set (the file is a build-time mount);
+# it stays exported too, since pip's isolated build-dependency install reads
+# only the environment, not the outer command line.
 # Bytecode is compiled here, validated by hash rather than mtime, so it stays
 # valid whatever the COPY below does to mtimes and nothing is written at runtime.
+# Rendering each format once stores the compiled templates (keyed by their source's
+# hash) in templates/__pycache__, so the read-only init container never compiles them.
 RUN set -eu; \
-    cert="${PIP_CERT:-}"; unset PIP_CERT; \
-    if [ -n "$cert" ]; then set -- --cert "$cert"; else set --; fi; \
+    if [ -n "${PIP_CERT:-}" ]; then export PIP_CERT; set -- --cert "$PIP_CERT"; \
+    else unset PIP_CERT; set --; fi; \
     /opt/nftredir/bin/pip install "$@" --no-compile /src; \
     /opt/nftredir/bin/pip uninstall -y pip setuptools >/dev/null; \
     rm -f /opt/nftredir/bin/pip* /opt/nftredir/bin/Activate.ps1 /opt/nftredir/bin/activate.*sh; \
     find /opt/nftredir -depth -name __pycache__ -type d -exec rm -rf {} +; \
     /opt/nftredir/bin/python -m compileall -q -j 0 \
         --invalidation-mode unchecked-hash /opt/nftredir/lib; \
-    /opt/nftredir/bin/python -c 'import nftables, nftredir, jinja2, typer, yaml'
+    /opt/nftredir/bin/python -c 'import nftables, nftredir.cli'; \
+    for format in nft json iptables; do /opt/nftredir/bin/nftredir render --format "$format" >/dev/null; done; \
+    test "$(ls /opt/nftredir/lib/python3*/site-packages/nftredir/templates/__pycache__ | wc -l)" -eq 4
 
 # ------------------------------------------------------------------ final --
 FROM debbase
 ARG DEBIAN_FRONTEND=noninteractive
 # python3-nftables pulls python3 and libnftables1; no iptables, no compilers.
+# netbase gives /etc/protocols and /etc/services: without them libnftables lists
+# `meta l4proto 6` instead of `tcp`, and `nftredir diff` sees drift.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3-nftables \
+ && apt-get install -y --no-install-recommends python3-nftables netbase \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old \
            /var/log/apt /var/log/dpkg.log /var/log/alternatives.log \
