@@ -227,8 +227,23 @@ def _meta_match(expr: dict[str, Any]) -> tuple[str, Any] | None:
     return None
 
 
+# Where /etc/protocols is missing (a minimal image without netbase), libnftables lists
+# protocol numbers instead of names; both mean the same.
+_PROTOCOL_NAMES = {"l4proto": {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp"}, "nfproto": {2: "ipv4", 10: "ipv6"}}
+
+
+def _named_protocol(expr: dict[str, Any]) -> dict[str, Any]:
+    """`meta l4proto 6` as `meta l4proto tcp`, so a listing without /etc/protocols compares equal."""
+    meta = _meta_match(expr)
+    if meta is None or meta[0] not in _PROTOCOL_NAMES or not isinstance(meta[1], int):
+        return expr
+    name = _PROTOCOL_NAMES[meta[0]].get(meta[1])
+    return expr if name is None else {"match": {**expr["match"], "right": name}}
+
+
 def canonical_expressions(exprs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A rule's expressions as the kernel lists them, with counter values stripped."""
+    exprs = [_named_protocol(expr) if isinstance(expr, dict) else expr for expr in exprs]
     out: list[dict[str, Any]] = []
     for index, expr in enumerate(exprs):
         if not isinstance(expr, dict):

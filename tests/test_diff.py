@@ -130,6 +130,14 @@ def test_meta_l4proto_before_a_tcp_match_is_the_dependency_the_kernel_hides():
     assert diff.canonical_expressions(written) == diff.canonical_expressions(listed)
 
 
+def test_protocol_numbers_listed_without_etc_protocols_are_the_names():
+    # A minimal image without netbase lists `meta l4proto 6` for what was written `tcp`.
+    written = [match(META("nfproto"), "ipv4"), match(META("l4proto"), "tcp"), {"jump": {"target": "X"}}]
+    listed = [match(META("nfproto"), 2), match(META("l4proto"), 6), {"jump": {"target": "X"}}]
+    assert diff.canonical_expressions(written) == diff.canonical_expressions(listed)
+    assert diff.canonical_expressions([match(META("l4proto"), 17)]) != diff.canonical_expressions(written[1:2])
+
+
 def test_adjacent_and_overlapping_intervals_are_one_interval():
     flags = ["interval"]
     split = diff.canonical_elements("ipv4_addr", flags, [
