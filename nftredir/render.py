@@ -140,6 +140,20 @@ def _ifname_pattern(name: str) -> str:
     return name[:-1] + "*" if name.endswith("+") else name
 
 
+def _constants(config: Config) -> dict[str, Any]:
+    """The values every format's template sees the same way: the pod IP and the sidecar's ports."""
+    return {
+        "pod_ip": config.pod_ip if config.local_proxy_mode == "podip" else None,
+        "proxy_uid": config.proxy_uid,
+        "proxy_admin_port": config.proxy_admin_port,
+        "proxy_outbound_port": config.proxy_outbound_port,
+        "proxy_inbound_port": config.proxy_inbound_port,
+        "prometheus_port": config.prometheus_port,
+        "probe_ports": config.probe_ports,
+        "healthcheck_port": config.healthcheck_port,
+    }
+
+
 def template_context(config: Config) -> dict[str, Any]:
     """The values the templates see: validated, normalised, and in FSM's rule order."""
     exclusions = tuple(ipaddress.collapse_addresses(config.outbound_ip_range_exclusions))
@@ -167,14 +181,7 @@ def template_context(config: Config) -> dict[str, Any]:
         # FSM inserts each inbound interface rule at the top (-I), reversing the list.
         "inbound_interface_exclusions": interfaces[::-1],
         "outbound_interface_exclusions": interfaces,
-        "pod_ip": config.pod_ip if config.local_proxy_mode == "podip" else None,
-        "proxy_uid": config.proxy_uid,
-        "proxy_admin_port": config.proxy_admin_port,
-        "proxy_outbound_port": config.proxy_outbound_port,
-        "proxy_inbound_port": config.proxy_inbound_port,
-        "prometheus_port": config.prometheus_port,
-        "probe_ports": config.probe_ports,
-        "healthcheck_port": config.healthcheck_port,
+        **_constants(config),
     }
 
 
@@ -199,14 +206,7 @@ def fsm_iptables_context(config: Config) -> dict[str, Any]:
         "outbound_port_exclusions": config.outbound_port_exclusions,
         "inbound_port_exclusions": config.inbound_port_exclusions,
         "network_interface_exclusions": config.network_interface_exclusions,  # '+' stays '+'
-        "pod_ip": config.pod_ip if config.local_proxy_mode == "podip" else None,
-        "proxy_uid": config.proxy_uid,
-        "proxy_admin_port": config.proxy_admin_port,
-        "proxy_outbound_port": config.proxy_outbound_port,
-        "proxy_inbound_port": config.proxy_inbound_port,
-        "prometheus_port": config.prometheus_port,
-        "probe_ports": config.probe_ports,
-        "healthcheck_port": config.healthcheck_port,
+        **_constants(config),
     }
 
 
