@@ -1,0 +1,1 @@
+"""nftredir's benchmark: `python -m bench` (as root). See README.md, "Performance"."""

@@ -1,0 +1,19 @@
+"""The floor for any Python tool: import the libnftables binding, apply a JSON batch, exit.
+
+    python3 bench/floor.py BATCH.json
+
+BATCH.json is `nftredir render --format json` for the same configuration, so this sends
+exactly what `nftredir apply` sends, with nothing else: no CLI, no validation, no templates.
+"""
+
+import json
+import sys
+
+import nftables
+
+nft = nftables.Nftables()
+with open(sys.argv[1], encoding="utf-8") as f:
+    batch = json.load(f)
+rc, _out, err = nft.json_cmd(batch)
+if rc != 0:
+    sys.exit(f"floor: libnftables refused the batch: {err}")

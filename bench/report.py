@@ -1,0 +1,95 @@
+"""The results table (markdown), the details of every measurement, and the machine."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.workload import median, ratio
+
+
+@dataclass(frozen=True)
+class Row:
+    metric: str
+    n: str
+    ours: float | None
+    theirs: float | None
+    unit: str  # "ms", "MB", "conn/s"
+    target: str = ""  # "<= 1.0", ">= 5", or "" for no target
+
+    @property
+    def ratio(self) -> float | None:
+        return ratio(self.ours, self.theirs)
+
+    @property
+    def met(self) -> str:
+        r = self.ratio
+        if not self.target or r is None:
+            return ""
+        op, value = self.target.split()
+        ok = r <= float(value) if op == "<=" else r >= float(value)
+        return "yes" if ok else "**no**"
+
+
+def _num(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "conn/s":
+        return f"{value:,.0f}"
+    return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def table(rows: Sequence[Row]) -> str:
+    lines = [
+        "| metric | N | nftredir | FSM / floor | ratio | target | met? |",
+        "| --- | ---: | ---: | ---: | ---: | :---: | :---: |",
+    ]
+    for r in rows:
+        rt = "—" if r.ratio is None else f"{r.ratio:.2f}×"
+        target = r.target.replace("<=", "≤").replace(">=", "≥") + "×" if r.target else ""
+        lines.append(f"| {r.metric} | {r.n} | {_num(r.ours, r.unit)} | {_num(r.theirs, r.unit)} | {rt} | {target} | {r.met} |")
+    return "\n".join(lines)
+
+
+def details(samples: dict[tuple[str, str, str], list[float]], units: dict[str, str]) -> str:
+    """Every measurement's count, median, min and max: how noisy the run was."""
+    lines = ["| measurement | N | command | runs | median | min | max |", "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+    for (what, n, kind), values in samples.items():
+        unit = units[what]
+        lines.append(f"| {what} | {n} | {kind} | {len(values)} | {_num(median(values), unit)} | "
+                     f"{_num(min(values), unit)} | {_num(max(values), unit)} |")
+    return "\n".join(lines)
+
+
+def _first_line(argv: Sequence[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "?"
+
+
+def machine() -> dict[str, str]:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "nproc": str(os.cpu_count()),
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "nft": _first_line(["nft", "--version"]),
+        "iptables": _first_line(["iptables", "--version"]),
+        "python": _first_line(["/usr/bin/python3", "--version"]),
+        "os": _first_line(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "git": _first_line(["git", "-C", os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "describe", "--always", "--dirty"]),
+    }

@@ -1,0 +1,294 @@
+"""`python -m bench`: nftredir against FSM's iptables-restore and the Python floor, side by side.
+
+Run as root from the repository's top directory. Everything runs in network namespaces this
+script creates and always deletes; nothing touches the host's rules. See README.md,
+"Performance", and bench/RESULTS.md for what is measured and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import apply as apply_phase  # noqa: E402
+from bench import connrate, install, report  # noqa: E402
+from bench.native import BenchError, build_helpers  # noqa: E402
+from bench.workload import exclusion_cidrs, interleaved, median, mesh_config  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SIZES = (0, 100, 1_000, 10_000, 50_000)
+QUICK_SIZES = (0, 10_000)
+TARGET_SIZES = (10_000, 50_000)
+UNITS = {"apply": "ms", "peak RSS": "MB", "conn/s redirected": "conn/s", "conn/s excluded": "conn/s"}
+
+Samples = dict[tuple[str, str, str], list[float]]
+
+
+def _log(msg: str, _t0: list[float] = []) -> None:  # noqa: B006 - the start time, kept across calls
+    if not _t0:
+        _t0.append(time.monotonic())
+    print(f"[{time.monotonic() - _t0[0]:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help=f"N in {QUICK_SIZES}, 3 reps, 0.1 s loops: well under a minute")
+    p.add_argument("--nftredir", type=Path, help="measure this nftredir executable instead of a fresh non-editable install of the working tree")
+    p.add_argument("--sizes", help=f"comma-separated N of excluded CIDRs (default {','.join(map(str, SIZES))})")
+    p.add_argument("--reps", type=int, help="repetitions of every measurement (default 9; quick 3)")
+    p.add_argument("--seconds", type=float, help="length of one connect/close loop, at most 2 (default 0.25; quick 0.1)")
+    p.add_argument("--only", choices=("apply", "connrate"), help="run one phase only")
+    p.add_argument("--output", type=Path, help="where to write the results (default bench/RESULTS.md; --quick: not written)")
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/nftredir-bench"), help="inputs, helpers and the venv (default %(default)s)")
+    args = p.parse_args(argv)
+    args.sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else (QUICK_SIZES if args.quick else SIZES)
+    args.reps = args.reps or (3 if args.quick else 9)
+    args.seconds = min(args.seconds or (0.1 if args.quick else 0.25), 2.0)
+    if args.output is None and not args.quick:
+        args.output = HERE / "RESULTS.md"
+    if args.reps < 1 or any(n < 0 for n in args.sizes):
+        p.error("--reps must be >= 1 and sizes >= 0")
+    return args
+
+
+def _preflight() -> str:
+    if os.geteuid() != 0:
+        raise BenchError("run as root: it creates network namespaces and loads rules into them")
+    for tool in ("ip", "nft", "iptables-restore", "iptables-save"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} is not installed")
+    version = subprocess.run(["iptables-restore", "--version"], capture_output=True, text=True, timeout=30).stdout
+    if "nf_tables" not in version:
+        raise BenchError(f"iptables-restore is not the nf_tables backend: {version.strip()!r}")
+    return str(Path(shutil.which("iptables-restore") or "iptables-restore"))
+
+
+def _inputs(workdir: Path, nftredir: Path, sizes: set[int]) -> dict[str, Path]:
+    """mesh-N.json (MeshConfig); fsm-N.rules and batch-N.json (`render --format iptables` and
+    `--format json` of it); batch-default.json (`render --format json`, no options)."""
+    files: dict[str, Path] = {}
+    for n in sorted(sizes):
+        mesh = workdir / f"mesh-{n}.json"
+        mesh.write_text(mesh_config(exclusion_cidrs(n)))
+        rules = workdir / f"fsm-{n}.rules"
+        with rules.open("w") as out:
+            subprocess.run([str(nftredir), "render", "--format", "iptables", "--mesh-config", str(mesh)],
+                           stdout=out, check=True, timeout=600)
+        batch = workdir / f"batch-{n}.json"
+        with batch.open("w") as out:
+            subprocess.run([str(nftredir), "render", "--format", "json", "--mesh-config", str(mesh)],
+                           stdout=out, check=True, timeout=600)
+        files[f"mesh-{n}"], files[f"fsm-{n}"], files[f"batch-{n}"] = mesh, rules, batch
+    batch = workdir / "batch-default.json"
+    with batch.open("w") as out:
+        subprocess.run([str(nftredir), "render", "--format", "json"], stdout=out, check=True, timeout=60)
+    files["batch"] = batch
+    return files
+
+
+def _apply(args, spawn: Path, nftredir: Path, ipt: Path, files: dict[str, Path], samples: Samples) -> None:
+    log = args.workdir / "command.log"
+
+    def record(nlabel: str, result: dict[str, list[apply_phase.Sample]]) -> None:
+        for kind, runs in result.items():
+            samples[("apply", nlabel, kind)] = [s.wall_s * 1000 for s in runs]
+            samples[("peak RSS", nlabel, kind)] = [s.maxrss_kb / 1024 for s in runs]
+
+    for i, n in enumerate(args.sizes):
+        _log(f"apply: N={n}, {args.reps} reps each, nftredir, iptables-restore and the Python floor interleaved")
+        record(str(n), apply_phase.measure(spawn, {
+            "nftredir": apply_phase.Command([str(nftredir), "apply", "--mesh-config", str(files[f"mesh-{n}"])],
+                                            check=apply_phase.check_nftredir(n)),
+            "iptables-restore": apply_phase.Command([str(ipt), "--noflush"], files[f"fsm-{n}"], apply_phase.check_iptables(n)),
+            "floor": apply_phase.Command(["/usr/bin/python3", str(HERE / "floor.py"), str(files[f"batch-{n}"])],
+                                         check=apply_phase.check_nftredir(n)),
+        }, args.reps, log, n, warmup=i == 0))
+    _log(f"apply: default configuration, {args.reps} reps each, nftredir and the Python floor interleaved")
+    record("default", apply_phase.measure(spawn, {
+        "nftredir": apply_phase.Command([str(nftredir), "apply"], check=apply_phase.check_nftredir(0)),
+        "floor": apply_phase.Command(["/usr/bin/python3", str(HERE / "floor.py"), str(files["batch"])],
+                                     check=apply_phase.check_nftredir(0)),
+    }, args.reps, log, 0, warmup=True))
+
+
+def _connrate(args, conn: Path, nftredir: Path, files: dict[str, Path], levels: list[int], samples: Samples) -> None:
+    pods = [("none", 0)] + [(variant, n) for n in levels for variant in ("fsm", "nftredir")]
+    # With no ranges there is nothing to exclude: N=0 measures the redirected destination only.
+    runs = [(pod, dest) for pod in pods for dest in connrate.DESTINATIONS
+            if not (dest == "excluded" and pod[0] != "none" and pod[1] == 0)]
+    lifetime = 600 + args.reps * len(runs) * (args.seconds + 2)
+    _log(f"conn/s: {len(pods)} pods, loading FSM's rules and nftredir's at N = {', '.join(map(str, levels))} (untimed)")
+    with connrate.lab(conn, pods, lifetime) as lab:
+        for variant, n in pods:
+            connrate.load(lab.pods[(variant, n)], variant, files[f"fsm-{n}"], nftredir, files[f"mesh-{n}"])
+        for pod, dest in runs:  # warm-up, and a check that every path lands where it should
+            lab.rate(pod, dest, 0.05)
+        _log(f"conn/s: {args.reps} reps x {len(runs)} (ruleset, N, destination) x {args.seconds} s, all interleaved")
+        for rep, run in interleaved(runs, args.reps):
+            (variant, n), dest = run
+            samples.setdefault((f"conn/s {dest}", str(n) if variant != "none" else "—", variant), []).append(
+                lab.rate((variant, n), dest, args.seconds))
+
+
+def _rows(args, levels: list[int], samples: Samples) -> list[report.Row]:
+    def med(what: str, n: object, kind: str) -> float | None:
+        values = samples.get((what, str(n), kind))
+        return median(values) if values else None
+
+    rows: list[report.Row] = []
+    if any(k[0] == "apply" for k in samples):
+        for n in args.sizes:
+            rows.append(report.Row("apply, ms: vs iptables-restore", f"{n:,}", med("apply", n, "nftredir"),
+                                   med("apply", n, "iptables-restore"), "ms", "<= 1.0" if n in TARGET_SIZES else ""))
+        for n in args.sizes:
+            rows.append(report.Row("apply, ms: vs Python floor (same batch)", f"{n:,}", med("apply", n, "nftredir"),
+                                   med("apply", n, "floor"), "ms"))
+        for n in [n for n in args.sizes if n in TARGET_SIZES]:
+            rows.append(report.Row("apply, ms: Python floor (in nftredir's column) vs iptables-restore", f"{n:,}",
+                                   med("apply", n, "floor"), med("apply", n, "iptables-restore"), "ms"))
+        rows.append(report.Row("apply default config, ms: vs Python floor", "0", med("apply", "default", "nftredir"),
+                               med("apply", "default", "floor"), "ms", "<= 2.5"))
+        for n in args.sizes:
+            rows.append(report.Row("peak RSS of apply, MB: vs iptables-restore", f"{n:,}", med("peak RSS", n, "nftredir"),
+                                   med("peak RSS", n, "iptables-restore"), "MB", "<= 1.2" if n == 50_000 else ""))
+        rows.append(report.Row("peak RSS of apply default config, MB: vs Python floor", "0",
+                               med("peak RSS", "default", "nftredir"), med("peak RSS", "default", "floor"), "MB"))
+    for dest in connrate.DESTINATIONS:
+        what = f"conn/s {dest}"
+        if not any(k[0] == what for k in samples):
+            continue
+        ns = [n for n in levels if (what, str(n), "nftredir") in samples]
+        for n in ns:
+            rows.append(report.Row(f"conn/s, {dest} dst: vs FSM's rules", f"{n:,}", med(what, n, "nftredir"),
+                                   med(what, n, "fsm"), "conn/s", ">= 5" if n == 10_000 else ""))
+        base = ns[0]
+        for n in ns[1:]:
+            rows.append(report.Row(f"conn/s, {dest} dst: vs nftredir at N={base}", f"{n:,}", med(what, n, "nftredir"),
+                                   med(what, base, "nftredir"), "conn/s", ">= 0.9" if n in TARGET_SIZES else ""))
+        ceiling = med(what, "—", "none")
+        for n in (ns[0], ns[-1]):
+            rows.append(report.Row(f"conn/s, {dest} dst: vs no rules (ceiling)", f"{n:,}", med(what, n, "nftredir"),
+                                   ceiling, "conn/s"))
+        rows.append(report.Row(f"conn/s, {dest} dst: FSM's rules vs no rules", f"{ns[-1]:,}", med(what, ns[-1], "fsm"),
+                               ceiling, "conn/s"))
+    return rows
+
+
+def _markdown(args, info: dict[str, str], who: dict[str, str], table: str, details: str) -> str:
+    mode = "--quick" if args.quick else "normal"
+    machine = "\n".join(f"| {k} | {v} |" for k, v in info.items())
+    measured = "\n".join(f"| {k} | `{v}` |" for k, v in who.items())
+    return f"""# nftredir benchmark results
+
+Written by `python -m bench` ({mode} run: N = {', '.join(f'{n:,}' for n in args.sizes)}; {args.reps} runs of
+everything, interleaved; connection loops of {args.seconds} s). Rerun: `sudo .venv/bin/python -m bench`
+from the repository's top directory (README.md, "Performance").
+
+## Results
+
+Medians. `ratio` is nftredir / the other column: lower is better for ms and MB, higher for conn/s.
+"FSM / floor" is FSM's `iptables-restore --noflush` script for the same configuration
+(`nftredir render --format iptables`), the minimal Python floor (`bench/floor.py`: import
+`nftables`, `json_cmd` the same batch), FSM's rules in the same topology, or nftredir's own
+baseline, as the metric says.
+
+{table}
+
+## Machine
+
+| what | value |
+| --- | --- |
+{machine}
+| load average at end | {' '.join(f'{x:.2f}' for x in os.getloadavg())} |
+
+## nftredir measured
+
+| what | value |
+| --- | --- |
+{measured}
+
+## How it was measured
+
+- **Configuration**: N distinct /30 ranges in 100.64.0.0/10, 4 addresses apart (no two overlap or
+  touch, so nothing merges), in a fixed shuffled order, the probed range 100.127.255.252/30 last.
+  nftredir reads them from a MeshConfig JSON file (`--mesh-config`); FSM's script is
+  `nftredir render --format iptables` of the same file (N + 22 lines).
+- **apply**: whole-process wall time of `nftredir apply --mesh-config FILE` and of
+  `iptables-restore --noflush < SCRIPT` (nf_tables backend), each in a namespace created for
+  that run (empty ruleset) and deleted after. A small C helper (`bench/spawn.c`) enters the
+  namespace with setns and times fork, exec, exit and wait4 of the command alone, so
+  `ip netns exec` is not in the figure. One untimed warm-up run of each first.
+  The first run of each N is checked (N ranges in nftredir's set; N rules in FSM's chain).
+- **peak RSS**: ru_maxrss from wait4 of that same run, the command's own (the helper is ~1 MB;
+  a Python launcher would have put its own RSS under every figure: the kernel carries the
+  pre-exec peak across exec).
+- **Python floor**: `/usr/bin/python3 bench/floor.py BATCH`, BATCH being `nftredir render
+  --format json` for the same configuration (exactly what apply sends): import `nftables`,
+  `json_cmd`, exit. Measured at every N too, beside the two others, so the table shows how
+  much of nftredir's time is libnftables and the kernel, and how much is nftredir's Python.
+- **default config vs floor**: `nftredir apply` with no options against the floor's batch
+  for no options.
+- **conn/s**: one pod with no rules, and one with FSM's rules and one with nftredir's for each
+  N, all loaded before the first measurement, share one world namespace, so every run of
+  every ruleset and N is interleaved with all the others (order reversed every rep). A C
+  client (`bench/conn.c`) as UID 1000 in the pod opens and closes TCP connections (closing
+  with RST, so no TIME_WAIT) for {args.seconds} s, bounded also by count. The redirected
+  destination is 203.0.113.10 (REDIRECT to the pod's 15001); the excluded one is
+  100.127.255.253, in the last range of FSM's list (out to the world). Every run is checked
+  by the servers' accept counters: every connection where it should land, none elsewhere.
+  "No rules" connects straight to where the redirect would go (127.0.0.1:15001, or the
+  world), without nat hooks or conntrack: the ceiling. The excluded baseline is N=1 (only the
+  probed range): with no ranges there is nothing to exclude.
+
+## Every measurement
+
+{details}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        ipt = Path(_preflight())
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        info = report.machine()
+        helpers = build_helpers(args.workdir)
+        nftredir = args.nftredir.resolve() if args.nftredir else install.build_venv(args.workdir, _log)
+        who = install.describe(nftredir)
+        _log(f"measuring {nftredir} ({who['install']})")
+        levels = sorted(set(args.sizes) | {1}) if args.only != "apply" else []
+        files = _inputs(args.workdir, nftredir, set(args.sizes) | set(levels))
+        samples: Samples = {}
+        if args.only != "connrate":
+            _apply(args, helpers["spawn"], nftredir, ipt, files, samples)
+        if args.only != "apply":
+            _connrate(args, helpers["conn"], nftredir, files, levels, samples)
+    except subprocess.CalledProcessError as exc:
+        print(f"bench: error: {' '.join(map(str, exc.cmd))} failed with exit code {exc.returncode}", file=sys.stderr)
+        return 1
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; namespaces deleted", file=sys.stderr)
+        return 130
+    table = report.table(_rows(args, levels, samples))
+    print(table)
+    if args.output:
+        args.output.write_text(_markdown(args, info, who, table, report.details(samples, UNITS)))
+        _log(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
