@@ -2,7 +2,7 @@
 
 Raw text from any source (flags, environment, files) comes in as `Item`s that remember where
 they came from, so an error can name the source. Nothing leaves this module unvalidated: the
-renderer only ever sees a `Config`, whose fields are ints, `ipaddress` objects and interface
+renderer only ever sees a `Config`, whose fields are ints, CIDRs (nftredir.cidr), an IPv4 address and interface
 names restricted to characters that are inert in nft syntax.
 """
 
@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from nftredir import cidr
+from nftredir.cidr import Cidr
 from nftredir.errors import ConfigError
 
 LOCAL_PROXY_MODES = ("localhost", "podip")
@@ -23,10 +25,9 @@ IFNAMSIZ = 16
 # Characters Linux accepts in a name but nft cannot carry literally inside a quoted string
 # ('"', '\\') or would read as its own wildcard ('*').
 _NFT_UNSAFE_IFNAME_CHARS = '"\\*'
-_CIDR_RE = re.compile(r"\d{1,3}(\.\d{1,3}){3}/\d{1,2}")
-_IPV4_RE = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
-_PORT_RE = re.compile(r"\d{1,5}")
-_UID_RE = re.compile(r"\d{1,10}")
+_IPV4_RE = re.compile(r"\d{1,3}(\.\d{1,3}){3}", re.ASCII)
+_PORT_RE = re.compile(r"\d{1,5}", re.ASCII)
+_UID_RE = re.compile(r"\d{1,10}", re.ASCII)
 # Kept short and keyword-free so the name is a plain nft identifier in every position.
 _TABLE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 MAX_UID = 2**32 - 2  # (uid_t)-1 means "no uid" to the kernel
@@ -36,15 +37,15 @@ class Item(NamedTuple):
     """One raw value and the place it came from (a flag, a variable, a file position)."""
 
     text: str
-    source: str
+    source: Any  # a str, or an object whose str() names the place (sources.documents.Where)
 
 
 @dataclass(frozen=True)
 class Config:
     """Everything that shapes the ruleset. Defaults are FSM's constants."""
 
-    outbound_ip_range_exclusions: tuple[ipaddress.IPv4Network, ...] = ()
-    outbound_ip_range_inclusions: tuple[ipaddress.IPv4Network, ...] = ()
+    outbound_ip_range_exclusions: tuple[Cidr, ...] = ()
+    outbound_ip_range_inclusions: tuple[Cidr, ...] = ()
     outbound_port_exclusions: tuple[int, ...] = ()
     inbound_port_exclusions: tuple[int, ...] = ()
     network_interface_exclusions: tuple[str, ...] = ()
@@ -58,7 +59,7 @@ class Config:
     prometheus_port: int = 15010
     probe_ports: tuple[int, ...] = (15901, 15902, 15903)
     healthcheck_port: int = 15904
-    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    sources: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # field -> Item.source
 
 
 def describe(text: str, limit: int = 60) -> str:
@@ -75,17 +76,13 @@ def split_items(text: str, source: str) -> list[Item]:
     return [Item(part.strip(), source) for part in text.split(",") if part.strip()]
 
 
-def parse_cidr(item: Item) -> ipaddress.IPv4Network:
-    text = item.text
-    if ":" in text:
-        raise ConfigError(item.source, text, "IPv6 ranges are not supported yet (FSM programs IPv4 only)")
-    if not _CIDR_RE.fullmatch(text):
-        raise ConfigError(item.source, text, "not an IPv4 CIDR such as 10.0.0.0/8")
+def parse_cidr(item: Item) -> Cidr:
+    if ":" in item.text:
+        raise ConfigError(item.source, item.text, "IPv6 ranges are not supported yet (FSM programs IPv4 only)")
     try:
-        # Host bits are masked off, as iptables does with `-d 10.0.0.1/8`.
-        return ipaddress.IPv4Network(text, strict=False)
+        return cidr.parse(item.text)
     except ValueError as exc:
-        raise ConfigError(item.source, text, f"not an IPv4 CIDR: {exc}") from None
+        raise ConfigError(item.source, item.text, f"not an IPv4 CIDR: {exc}") from None
 
 
 def parse_port(item: Item) -> int:

@@ -10,14 +10,16 @@ container runs for the same Config, for users migrating and as the reference in 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import sys
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from nftredir import cidr
+from nftredir.cidr import Cidr
 from nftredir.config import Config
 from nftredir.errors import ConfigError
 
@@ -47,13 +49,25 @@ def _nft_symbol(value: object) -> str:
     return text
 
 
-def _element(value: int | ipaddress.IPv4Network) -> int | str | dict[str, Any]:
+def _element(value: int | Cidr) -> int | str | dict[str, Any]:
     """A set element as libnftables JSON: a port, an address, or a prefix (/32 lists as an address)."""
-    if isinstance(value, int):
-        return value
+    if not isinstance(value, Cidr):
+        return int(value)
     if value.prefixlen == 32:
-        return str(value.network_address)
-    return {"prefix": {"addr": str(value.network_address), "len": value.prefixlen}}
+        return value.address
+    return {"prefix": {"addr": value.address, "len": value.prefixlen}}
+
+
+def _json_elements(values: Iterable[int | Cidr]) -> str:
+    """A set's elements as one JSON list, built in one go: sets can hold tens of thousands."""
+    return json.dumps([_element(value) for value in values])
+
+
+def _nft_elements(values: Iterable[int | Cidr], per_line: int = 8) -> str:
+    """A set's elements as nft writes them, a few per line."""
+    texts = [value.address if isinstance(value, Cidr) and value.prefixlen == 32 else str(value) for value in values]
+    rows = (", ".join(texts[i : i + per_line]) for i in range(0, len(texts), per_line))
+    return ",\n\t\t\t     ".join(rows)
 
 
 def _ipt_word(value: str) -> str:
@@ -61,13 +75,6 @@ def _ipt_word(value: str) -> str:
     if not value or value == "!" or any(c in '"\\' or not c.isprintable() or c.isspace() for c in value):
         raise ValueError(f"cannot be one word for iptables-restore: {value!r}")
     return value
-
-
-def _nft_element(value: int | ipaddress.IPv4Network) -> str:
-    element = _element(value)
-    if isinstance(element, dict):
-        return f"{element['prefix']['addr']}/{element['prefix']['len']}"
-    return str(element)
 
 
 def template_dir() -> Path:
@@ -122,9 +129,9 @@ def make_environment(templates: Path, cache: Path):  # -> jinja2.Environment
         nft_ident=_nft_ident,
         nft_str=_nft_str,
         nft_symbol=_nft_symbol,
-        nft_element=_nft_element,
+        nft_elements=_nft_elements,
         json=json.dumps,
-        json_element=lambda value: json.dumps(_element(value)),
+        json_elements=_json_elements,
         ipt_word=_ipt_word,
     )
     return env
@@ -156,8 +163,8 @@ def _constants(config: Config) -> dict[str, Any]:
 
 def template_context(config: Config) -> dict[str, Any]:
     """The values the templates see: validated, normalised, and in FSM's rule order."""
-    exclusions = tuple(ipaddress.collapse_addresses(config.outbound_ip_range_exclusions))
-    inclusions = tuple(ipaddress.collapse_addresses(config.outbound_ip_range_inclusions))
+    exclusions = cidr.merge(config.outbound_ip_range_exclusions)
+    inclusions = cidr.merge(config.outbound_ip_range_inclusions)
     outbound_ports = tuple(sorted(config.outbound_port_exclusions))
     inbound_ports = tuple(sorted(config.inbound_port_exclusions))
     sets = [

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nftredir.cidr import Cidr
 from nftredir.config import LOCAL_PROXY_MODES, OPTIONS, Config, Item, build_config
 from nftredir.errors import ConfigError
 from nftredir.sources import Files, gather
@@ -34,7 +35,7 @@ hostile_text = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=40), st.text
 def assert_validated(config: Config) -> None:
     """The only values a Config can carry."""
     for network in (*config.outbound_ip_range_exclusions, *config.outbound_ip_range_inclusions):
-        assert type(network) is ipaddress.IPv4Network
+        assert type(network) is Cidr and 0 <= network.network <= network.last < 2**32 and 0 <= network.prefixlen <= 32
     for port in (*config.outbound_port_exclusions, *config.inbound_port_exclusions, *config.probe_ports,
                  config.proxy_admin_port, config.proxy_outbound_port, config.proxy_inbound_port,
                  config.prometheus_port, config.healthcheck_port):

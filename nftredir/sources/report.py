@@ -6,13 +6,14 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+from nftredir.cidr import Cidr
 from nftredir.config import OPTIONS, Config, Item
 
 DEFAULT = "default"
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv4Address)):
+    if isinstance(value, (Cidr, ipaddress.IPv4Address)):
         return str(value)
     return value
 
@@ -33,11 +34,11 @@ def effective(config: Config, raw: Mapping[str, list[Item]]) -> dict[str, Any]:
                 continue
             origin: dict[Any, str] = {}
             for item in items:
-                origin.setdefault(option.parse(item), item.source)
+                origin.setdefault(option.parse(item), str(item.source))
             report[name] = [{"value": _plain(v), "source": origin[v]} for v in value]
         else:
             used = items and (name != "pod-ip" or config.pod_ip is not None)
-            report[name] = {"value": _plain(value), "source": items[-1].source if used else DEFAULT}
+            report[name] = {"value": _plain(value), "source": str(items[-1].source) if used else DEFAULT}
     return report
 
 
