@@ -132,9 +132,12 @@ def with_config(command: Callable[..., Any]) -> Callable[..., Any]:
 
         files = Files(*(kwargs.pop(name) for name in _FILE_OPTIONS))
         flags = _flag_items({k: v for k, v in kwargs.items() if k in config_names})
-        raw = gather(flags, os.environ, files)
-        extra = {"raw": raw} if wants_raw else {}
-        return command(config=build_config(raw), **extra, **{k: v for k, v in kwargs.items() if k not in config_names})
+        own = {k: v for k, v in kwargs.items() if k not in config_names}
+        if wants_raw:
+            raw = gather(flags, os.environ, files)
+            return command(config=build_config(raw), raw=raw, **own)
+        # Nothing here keeps the raw items: with a large MeshConfig they are garbage once validated.
+        return command(config=build_config(gather(flags, os.environ, files)), **own)
 
     parameters = [*own, *(_file_parameter(name) for name in _FILE_OPTIONS), *(_config_parameter(name) for name in OPTIONS)]
     wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
@@ -204,18 +207,21 @@ def apply(
 
     Example: nftredir apply --outbound-ip-range-exclusion-list 169.254.169.254/32
     """
-    from nftredir.render import render_batch
+    from nftredir.render import render
 
-    batch = render_batch(config)
     kernel = _kernel(verbose)
+    batch, table = render(config, "json"), config.table
+    del config  # the batch text is all the kernel needs: a 50,000-CIDR Config need not outlive it
     if show_diff:
+        import json
+
         from nftredir.diff import drift
 
-        changes = drift(kernel.list_table(config.table), batch, config.table)
-        sys.stdout.write(changes.text() or f"no changes: table inet {config.table} already matches\n")
+        changes = drift(kernel.list_table(table), json.loads(batch), table)
+        sys.stdout.write(changes.text() or f"no changes: table inet {table} already matches\n")
     kernel.send(batch, dry_run=dry_run)
     if dry_run:
-        print(f"dry run: the kernel accepted the ruleset for table inet {config.table}; nothing was committed")
+        print(f"dry run: the kernel accepted the ruleset for table inet {table}; nothing was committed")
 
 
 Format = Annotated[str, typer.Option("--format", "-f", help="text: for a person; json: for machines (shape below).")]

@@ -18,11 +18,12 @@ class ConfigError(NftredirError):
 
     exit_code = EXIT_INVALID
 
-    def __init__(self, source: str, value: str, reason: str) -> None:
+    def __init__(self, source: object, value: str, reason: str) -> None:
         from nftredir.config import describe
 
-        self.source, self.value, self.reason = source, value, reason
-        super().__init__(f"{source}: {describe(value)}: {reason}")
+        # A source may be a lazy description of a file position (sources.documents.Where).
+        self.source, self.value, self.reason = str(source), value, reason
+        super().__init__(f"{self.source}: {describe(value)}: {reason}")
 
 
 class SystemRefused(NftredirError):

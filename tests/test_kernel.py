@@ -101,19 +101,20 @@ def test_dry_run_keeps_the_live_ruleset(netns):
 
 
 BROKEN_BATCH = """
+import json
 import sys
 import nftredir.render
 from nftredir import cli
 
-real = nftredir.render.render_batch
+real = nftredir.render.render
 
-def broken(config):
-    batch = real(config)
+def broken(config, format="nft"):
+    batch = json.loads(real(config, format))
     batch["nftables"].append({"add": {"rule": {"family": "inet", "table": config.table, "chain": "PROXY_OUTPUT",
                                                "expr": [{"jump": {"target": "NO_SUCH_CHAIN"}}]}}})
-    return batch
+    return json.dumps(batch)
 
-nftredir.render.render_batch = broken
+nftredir.render.render = broken
 sys.argv = ["nftredir", "apply"]
 cli.main()
 """

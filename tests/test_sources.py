@@ -109,7 +109,7 @@ def test_config_file_yaml_lists_strings_and_scalars(tmp_path):
     ))
     layer = read_config_file(path)
     assert texts(layer, "outbound-port-exclusion-list") == ["6379", "7070"]
-    assert layer["outbound-port-exclusion-list"][1].source == f"{path}:1: outbound-port-exclusion-list[1]"
+    assert str(layer["outbound-port-exclusion-list"][1].source) == f"{path}:1: outbound-port-exclusion-list[1]"
     assert texts(layer, "outbound-ip-range-exclusion-list") == ["10.0.0.0/8", "169.254.169.254/32"]
     config = build_config(layer)
     assert config.proxy_uid == 1337 and config.pod_ip == ipaddress.IPv4Address("10.1.2.3")
@@ -176,8 +176,8 @@ def test_meshconfig_yaml_reads_the_global_lists_with_field_paths(tmp_path):
     assert texts(layer, "inbound-port-exclusion-list") == ["9090"]
     assert texts(layer, "network-interface-exclusion-list") == ["eth1"]
     assert texts(layer, "local-proxy-mode") == ["PodIP"]
-    assert layer["outbound-port-exclusion-list"][1].source == f"{path}:18: spec.traffic.outboundPortExclusionList[1]"
-    assert layer["local-proxy-mode"][0].source == f"{path}:8: spec.sidecar.localProxyMode"
+    assert str(layer["outbound-port-exclusion-list"][1].source) == f"{path}:18: spec.traffic.outboundPortExclusionList[1]"
+    assert str(layer["local-proxy-mode"][0].source) == f"{path}:8: spec.sidecar.localProxyMode"
 
 
 def test_meshconfig_json_as_kubectl_prints_it(tmp_path):
@@ -186,7 +186,7 @@ def test_meshconfig_json_as_kubectl_prints_it(tmp_path):
     path = write(tmp_path, "mesh.json", json.dumps(yaml.safe_load(MESH_YAML), indent=4))
     layer = read_mesh_config(path)
     assert texts(layer, "outbound-port-exclusion-list") == ["6379", "7070"]
-    assert layer["outbound-port-exclusion-list"][0].source == f"{path}: spec.traffic.outboundPortExclusionList[0]"
+    assert str(layer["outbound-port-exclusion-list"][0].source) == f"{path}: spec.traffic.outboundPortExclusionList[0]"
 
 
 def test_meshconfig_without_traffic_or_spec_gives_nothing(tmp_path):
@@ -283,7 +283,7 @@ def test_downward_api_annotations_file(tmp_path):
     assert texts(layer, "inbound-port-exclusion-list") == ["8080", "9090"]
     assert texts(layer, "outbound-ip-range-exclusion-list") == ["10.0.0.0/8", "169.254.169.254/32"]
     assert texts(layer, "outbound-port-exclusion-list") == ["7070", "5432"]
-    assert layer["outbound-port-exclusion-list"][0].source == f"{path}:3 flomesh.io/outbound-port-exclusion-list"
+    assert str(layer["outbound-port-exclusion-list"][0].source) == f"{path}:3 flomesh.io/outbound-port-exclusion-list"
     assert "outbound-ip-range-inclusion-list" not in layer
 
 

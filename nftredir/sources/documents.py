@@ -12,7 +12,7 @@ import json
 import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from nftredir.errors import ConfigError
 
@@ -61,6 +61,18 @@ class Document:
         """The source of the value at `path`: 'file:line: a.b[3]' (or 'file: a.b[3]')."""
         head = self.at(path)
         return f"{head}: {format_path(path)}" if path else head
+
+
+class Where(NamedTuple):
+    """The source of the value at `path`, spelled out (`Document.where`) only when a message
+    shows it: a MeshConfig can hold 50,000 CIDRs, and formatting each source up front costs more
+    than validating the value."""
+
+    doc: Document
+    path: Path_
+
+    def __str__(self) -> str:
+        return self.doc.where(self.path)
 
 
 def read_text(path: str | Path) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from nftredir.config import Item
 from nftredir.errors import ConfigError
-from nftredir.sources.documents import Document, Path_, load_document, shown
+from nftredir.sources.documents import Document, Path_, Where, load_document, shown
 
 # MeshConfig field (under spec) -> (nftredir option name, item type)
 FIELDS: dict[tuple[str, str], tuple[str, type]] = {
@@ -48,7 +48,7 @@ def expect(doc: Document, path: Path_, value: Any, kind: type) -> Any:
 
 def scalar_item(doc: Document, path: Path_, value: Any, kind: type) -> Item:
     """One list element or scalar as an Item whose text is exactly what the file said."""
-    return Item(str(expect(doc, path, value, kind)), doc.where(path))
+    return Item(str(expect(doc, path, value, kind)), Where(doc, path))
 
 
 def read_mesh_config(path: str | Path) -> dict[str, list[Item]]:
