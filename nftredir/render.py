@@ -49,18 +49,18 @@ def _nft_symbol(value: object) -> str:
     return text
 
 
-def _element(value: int | Cidr) -> int | str | dict[str, Any]:
-    """A set element as libnftables JSON: a port, an address, or a prefix (/32 lists as an address)."""
-    if not isinstance(value, Cidr):
-        return int(value)
-    if value.prefixlen == 32:
-        return value.address
-    return {"prefix": {"addr": value.address, "len": value.prefixlen}}
-
-
 def _json_elements(values: Iterable[int | Cidr]) -> str:
-    """A set's elements as one JSON list, built in one go: sets can hold tens of thousands."""
-    return json.dumps([_element(value) for value in values])
+    """A set's elements as one JSON list, written directly: sets can hold tens of thousands, and
+    every part is an int or a dotted address built from ints, which need no escaping."""
+    parts = []
+    for value in values:
+        if not isinstance(value, Cidr):
+            parts.append(str(int(value)))
+        elif value.prefixlen == 32:
+            parts.append(f'"{value.address}"')
+        else:
+            parts.append(f'{{"prefix": {{"addr": "{value.address}", "len": {value.prefixlen}}}}}')
+    return f"[{', '.join(parts)}]"
 
 
 def _nft_elements(values: Iterable[int | Cidr], per_line: int = 8) -> str:
