@@ -302,13 +302,22 @@ def status(config: Config, format: Format = "text", verbose: Verbose = False) ->
 
 @app.command()
 def remove(
-    table: Annotated[str, typer.Option("--table", metavar="NAME", help="The table to delete. [default: nftredir]")] = "nftredir",
+    table: Annotated[
+        Optional[str],
+        typer.Option("--table", metavar="NAME", help="The table to delete. [env: NFTREDIR_TABLE; default: nftredir]"),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
-    """Delete table inet nftredir. Succeeds when it is already absent; other tables are untouched."""
-    from nftredir.kernel import remove_batch
+    """Delete table inet nftredir. Succeeds when it is already absent; other tables are untouched.
 
-    config = build_config({"table": [Item(table, "--table")]})
+    The table name comes from the same sources as for apply (flag, NFTREDIR_TABLE, --config's
+    file named by NFTREDIR_CONFIG), so what apply installed, remove deletes.
+    """
+    from nftredir.kernel import remove_batch
+    from nftredir.sources import gather
+
+    raw = gather({"table": [Item(table, "--table")]} if table is not None else {}, os.environ)
+    config = build_config({"table": raw["table"]} if "table" in raw else {})
     _kernel(verbose).send(remove_batch(config.table))
 
 

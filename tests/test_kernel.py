@@ -160,3 +160,10 @@ def test_verbose_logs_the_batch_sent(netns):
     assert result.returncode == 0
     logged = result.stderr.split("batch: ", 1)[1]
     assert json.loads(logged)["nftables"][1] == {"add": {"table": {"family": "inet", "name": "nftredir"}}}
+
+
+def test_remove_finds_the_table_where_apply_did(netns):
+    env = {"NFTREDIR_TABLE": "mesh"}
+    assert netns.nftredir("apply", env=env).returncode == 0
+    assert netns.nftredir("remove", env=env).returncode == 0
+    assert netns.nft("list", "tables").stdout == ""
