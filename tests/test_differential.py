@@ -113,7 +113,7 @@ def cases() -> list[Case]:
 
 def probe_lab(lab: nl.PodWorld) -> list[Verdict]:
     ns = {"pod": lab.pod, "world": lab.world}
-    verdicts = nl.probe_cases([(ns[side], uid, p) for _, uid, p, side in cases()], timeout=1.0)
+    verdicts = nl.probe_cases([(ns[side], uid, p) for _, uid, p, side in cases()], timeout=2.0)
     return [v.masked() for v in verdicts]
 
 
