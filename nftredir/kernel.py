@@ -58,13 +58,15 @@ class Kernel:
             self._nft = nftables.Nftables()
         except OSError as exc:
             raise SystemRefused(f"libnftables could not be loaded ({exc}): apt-get install libnftables1") from None
-        # With json output on, libnftables also reads its input as JSON: json_cmd relies on it.
+        # With json output on, libnftables also reads its input as JSON (the binding's json_cmd
+        # relies on it), so batches go in as JSON text and listings come back as JSON.
         self._nft.set_json_output(True)
 
-    def _run(self, batch: dict[str, Any], dry_run: bool) -> tuple[int, str, str]:
+    def _run(self, text: str, dry_run: bool) -> tuple[int, str, str]:
+        """One JSON batch, as text, through libnftables (checked by the kernel only, with dry_run)."""
         self._nft.set_dry_run(dry_run)
         try:
-            return self._nft.json_cmd(batch)
+            return self._nft.cmd(text)  # JSON in, as json output is on (see __init__)
         finally:
             self._nft.set_dry_run(False)
 
@@ -78,11 +80,7 @@ class Kernel:
         text = batch if isinstance(batch, str) else json.dumps(batch)
         if self._trace:
             self._trace(f"sending{' dry-run' if dry_run else ''} batch: {text}")
-        self._nft.set_dry_run(dry_run)
-        try:
-            rc, _, error = self._nft.cmd(text)  # JSON in, as json output is on (see __init__)
-        finally:
-            self._nft.set_dry_run(False)
+        rc, _, error = self._run(text, dry_run)
         if rc != 0:
             raise SystemRefused(self._explain(json.loads(text), error))
 
@@ -100,7 +98,7 @@ class Kernel:
         low, high = 0, len(commands)  # commands[:low] pass; commands[:high] fail
         while high - low > 1:
             middle = (low + high) // 2
-            if self._run({"nftables": commands[:middle]}, dry_run=True)[0] == 0:
+            if self._run(json.dumps({"nftables": commands[:middle]}), dry_run=True)[0] == 0:
                 low = middle
             else:
                 high = middle
@@ -108,13 +106,13 @@ class Kernel:
 
     def list_table(self, table: str) -> dict[str, Any] | None:
         """The live `inet <table>` as libnftables JSON, or None when there is no such table."""
-        rc, output, error = self._run({"nftables": [{"list": {"table": {"family": "inet", "name": table}}}]}, False)
+        command = {"nftables": [{"list": {"table": {"family": "inet", "name": table}}}]}
+        rc, output, error = self._run(json.dumps(command), dry_run=False)
         if rc != 0:
             if "No such file or directory" in error:
                 return None
             raise SystemRefused(f"could not list table inet {table}: {' '.join(error.split())}")
-        # json_cmd has already parsed the output into a dict (a string only in older bindings).
-        return output if isinstance(output, dict) else json.loads(output)
+        return json.loads(output)
 
 
 def remove_batch(table: str) -> dict[str, Any]:
