@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from nftredir.config import OPTIONS, Config, Item, build_config, split_items
+from nftredir.config import OPTIONS, Config, Item, build_config, option_items
 from nftredir.errors import EXIT_INVALID, NftredirError
 
 EXIT_CODES = """Exit codes: 0 success; 2 invalid input or usage (nothing was sent to the kernel);
@@ -102,11 +102,8 @@ def _flag_items(values: dict[str, Any]) -> dict[str, list[Item]]:
         value = values.get(name.replace("-", "_"))
         if value is None:
             continue
-        source = f"--{name}"
         texts = value if isinstance(value, list) else [value]
-        raw[name] = [item for text in texts for item in split_items(text, source)] if OPTIONS[name].is_list else [
-            Item(text, source) for text in texts
-        ]
+        raw[name] = [item for text in texts for item in option_items(name, text, f"--{name}")]
     return raw
 
 
@@ -132,12 +129,12 @@ def with_config(command: Callable[..., Any]) -> Callable[..., Any]:
 
         files = Files(*(kwargs.pop(name) for name in _FILE_OPTIONS))
         flags = _flag_items({k: v for k, v in kwargs.items() if k in config_names})
-        own = {k: v for k, v in kwargs.items() if k not in config_names}
+        rest = {k: v for k, v in kwargs.items() if k not in config_names}
         if wants_raw:
             raw = gather(flags, os.environ, files)
-            return command(config=build_config(raw), raw=raw, **own)
+            return command(config=build_config(raw), raw=raw, **rest)
         # Nothing here keeps the raw items: with a large MeshConfig they are garbage once validated.
-        return command(config=build_config(gather(flags, os.environ, files)), **own)
+        return command(config=build_config(gather(flags, os.environ, files)), **rest)
 
     parameters = [*own, *(_file_parameter(name) for name in _FILE_OPTIONS), *(_config_parameter(name) for name in OPTIONS)]
     wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

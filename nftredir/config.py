@@ -71,9 +71,14 @@ def describe(text: str, limit: int = 60) -> str:
     return quoted
 
 
-def split_items(text: str, source: str) -> list[Item]:
+def split_items(text: str, source: Any) -> list[Item]:
     """Split a comma-separated value; whitespace around items and empty items are dropped."""
     return [Item(part.strip(), source) for part in text.split(",") if part.strip()]
+
+
+def option_items(name: str, text: str, source: Any) -> list[Item]:
+    """One value given for option `name`: split if the option is a list, whole otherwise."""
+    return split_items(text, source) if OPTIONS[name].is_list else [Item(text, source)]
 
 
 def parse_cidr(item: Item) -> Cidr:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nftredir.config import OPTIONS, Item, split_items
+from nftredir.config import OPTIONS, Item, option_items
 from nftredir.errors import ConfigError
 from nftredir.sources.documents import Document, load_document, shown
 from nftredir.sources.meshconfig import expect
@@ -26,12 +26,10 @@ def read_config_file(path: str | Path) -> dict[str, list[Item]]:
     return config_file_layer(load_document(path))
 
 
-def _scalar(doc: Document, path: tuple[str | int, ...], value: object, is_list: bool) -> list[Item]:
+def _scalar(doc: Document, path: tuple[str | int, ...], value: object, option: str) -> list[Item]:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ConfigError(doc.where(path), shown(value), "expected a string or an integer")
-    if is_list and isinstance(value, str):
-        return split_items(value, doc.where(path))
-    return [Item(str(value), doc.where(path))]
+    return option_items(option, str(value), doc.where(path))
 
 
 def config_file_layer(doc: Document) -> dict[str, list[Item]]:
@@ -47,7 +45,7 @@ def config_file_layer(doc: Document) -> dict[str, list[Item]]:
         if is_list and value is None:
             layer[key] = []
         elif is_list and isinstance(value, list):
-            layer[key] = [item for i, v in enumerate(value) for item in _scalar(doc, (key, i), v, True)]
+            layer[key] = [item for i, v in enumerate(value) for item in _scalar(doc, (key, i), v, key)]
         else:
-            layer[key] = _scalar(doc, (key,), value, is_list)
+            layer[key] = _scalar(doc, (key,), value, key)
     return layer

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from nftredir.config import OPTIONS, Item, split_items
+from nftredir.config import OPTIONS, Item, option_items
 
 PREFIX = "NFTREDIR_"
 POD_IP = "POD_IP"
@@ -37,12 +37,12 @@ FILE_VARIABLES = FileVariables()
 
 def environment_layer(environ: Mapping[str, str]) -> dict[str, list[Item]]:
     layer: dict[str, list[Item]] = {}
-    for option, spec in OPTIONS.items():
+    for option in OPTIONS:
         name = variable(option)
         if name not in environ and option == "pod-ip" and POD_IP in environ:
             name = POD_IP
         if name not in environ:
             continue
         text = environ[name]
-        layer[option] = split_items(text, name) if spec.is_list else [Item(text, name)]
+        layer[option] = option_items(option, text, name)
     return layer
