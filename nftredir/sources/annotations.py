@@ -18,7 +18,7 @@ from pathlib import Path
 from nftredir.config import Item
 from nftredir.errors import ConfigError
 from nftredir.sources.documents import Document, display_path, parse_document, read_text, shown
-from nftredir.sources.meshconfig import expect
+from nftredir.sources.meshconfig import expect, expect_resource
 
 ANNOTATIONS = {
     "flomesh.io/outbound-ip-range-exclusion-list": "outbound-ip-range-exclusion-list",
@@ -100,10 +100,7 @@ def parse_downward_api(text: str, name: str) -> dict[str, tuple[str, str]]:
 
 
 def _manifest_annotations(doc: Document) -> dict[str, tuple[str, str]]:
-    root = expect(doc, (), doc.data, dict)
-    kind = root.get("kind")
-    if kind is not None and kind != "Pod":
-        raise ConfigError(doc.where(("kind",)), shown(kind), "expected a Pod manifest (kind: Pod)")
+    root = expect_resource(doc, "Pod", "expected a Pod manifest (kind: Pod)")
     metadata = root.get("metadata")
     if metadata is None:
         return {}

@@ -46,6 +46,15 @@ def expect(doc: Document, path: Path_, value: Any, kind: type) -> Any:
     return value
 
 
+def expect_resource(doc: Document, kind: str, reason: str) -> dict[str, Any]:
+    """The document's top-level mapping, refused when it names another `kind` of resource."""
+    root = expect(doc, (), doc.data, dict)
+    found = root.get("kind")
+    if found is not None and found != kind:
+        raise ConfigError(doc.where(("kind",)), shown(found), reason)
+    return root
+
+
 def scalar_item(doc: Document, path: Path_, value: Any, kind: type) -> Item:
     """One list element or scalar as an Item whose text is exactly what the file said."""
     return Item(str(expect(doc, path, value, kind)), Where(doc, path))
@@ -57,10 +66,7 @@ def read_mesh_config(path: str | Path) -> dict[str, list[Item]]:
 
 
 def mesh_config_layer(doc: Document) -> dict[str, list[Item]]:
-    root = expect(doc, (), doc.data, dict)
-    kind = root.get("kind")
-    if kind is not None and kind != "MeshConfig":
-        raise ConfigError(doc.where(("kind",)), shown(kind), "expected kind MeshConfig (one resource, not a list)")
+    root = expect_resource(doc, "MeshConfig", "expected kind MeshConfig (one resource, not a list)")
     spec = root.get("spec")
     if spec is None:
         return {}
