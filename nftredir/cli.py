@@ -15,7 +15,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from nftredir.config import OPTIONS, Config, Item, build_config, option_items
-from nftredir.errors import EXIT_INVALID, NftredirError
+from nftredir.errors import NftredirError
 
 EXIT_CODES = """Exit codes: 0 success; 2 invalid input or usage (nothing was sent to the kernel);
 3 the system refused (no root/CAP_NET_ADMIN, libnftables missing, or the kernel rejected the batch)."""

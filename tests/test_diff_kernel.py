@@ -4,7 +4,6 @@ in a throwaway network namespace, then detected."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 

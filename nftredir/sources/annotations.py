@@ -17,7 +17,7 @@ from pathlib import Path
 
 from nftredir.config import Item
 from nftredir.errors import ConfigError
-from nftredir.sources.documents import Document, display_path, parse_document, read_text, shown
+from nftredir.sources.documents import Document, display_path, parse_document, read_text
 from nftredir.sources.meshconfig import expect, expect_resource
 
 ANNOTATIONS = {
