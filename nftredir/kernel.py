@@ -7,25 +7,31 @@ none of it. Reading goes through the same door (`list_table`, `list_chains`).
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 from typing import Any, Callable
 
 from nftredir.errors import SystemRefused
 
 CAP_NET_ADMIN = 12
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _NO_SUCH_OBJECT = "No such file or directory"
 
 
-def has_net_admin(status: Path = Path("/proc/self/status")) -> bool | None:
-    """Whether this process may use nftables; None when /proc cannot tell (not mounted)."""
-    try:
-        text = status.read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
-    return False
+def has_net_admin() -> bool:
+    """Whether this process may use nftables: CAP_NET_ADMIN in its effective set (capget(2),
+    which needs no /proc)."""
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    header, data = Header(_LINUX_CAPABILITY_VERSION_3, 0), (Data * 2)()
+    if ctypes.CDLL(None, use_errno=True).capget(ctypes.byref(header), data) != 0:
+        return os.geteuid() == 0  # cannot tell: assume root has it, as it does unless dropped
+    return bool(data[0].effective >> CAP_NET_ADMIN & 1)
 
 
 def describe_command(command: dict[str, Any]) -> str:
@@ -70,7 +76,7 @@ class Kernel:
         """`trace`, when given, is told each batch before it is sent (the CLI's -v). `write`
         says whether the caller changes the ruleset or only reads it (for the message)."""
         self._trace = trace
-        if has_net_admin() is False:
+        if not has_net_admin():
             action = "changing" if write else "reading"
             raise SystemRefused(
                 f"permission denied: {action} nftables needs CAP_NET_ADMIN in the pod's network namespace "

@@ -1,34 +1,26 @@
-"""The words nft's parser reads as keywords, which a table name must not be.
+"""The words nft's parser reads as keywords where a table name stands, which a table name must
+not be.
 
-`nft list ruleset` prints table names bare, so a table named `ip` or `counter` makes the
-whole namespace's listing unloadable with `nft -f`. The list is the bison token names of
-libnftables 1.0.6 (`strings libnftables.so.1 | grep '^"[a-z][a-z0-9_]*"$'`) plus the words
-later releases added; tests/test_config.py checks it against the installed library.
+`nft list ruleset` prints table names bare, so a table named `ip` or `counter` makes the whole
+namespace's listing unloadable with `nft -f`. The list: each bison token name of libnftables
+1.0.6 (`strings libnftables.so.1 | grep '^"[a-z][a-z0-9_]*"$'`) that `nft -c` refuses in
+`table inet NAME`, plus `destroy`, a command since nftables 1.0.8. tests/test_trust.py checks it
+against the installed nft.
 """
 
 KEYWORDS = frozenset(
     """
-    abort accept ackseq add addr ah all arp asconf avgpkt bridge burst bypass bytes cfi cgroup
-    cgroupv2 chain chains checksum chunk classid code colon comma comment comp constant continue
-    count counter counters cpi cpu create csumcov ct cwr daddr data day dccp define dei delete
-    describe destroy device devices direction dnat doff dport drop dscp dst dup dynamic echo ecn
-    ecne element elements eol error esp ether event exists expectation expiration expires export
-    exthdr fanout fastopen fib flags flow flowlabel flowtable flowtables flush frag fwd gateway
-    geneve get goto gre gretap group handle hbh hdrlength heartbeat helper helpers hlen hook
-    hooks hoplimit hour htype ibriport ibrname icmp icmpv6 icmpx id igmp ih iif iifgroup iifname
-    iiftype import in inc include index inet init inner insert interval ip ip6 ipsec jhash json
-    jump junk l3proto label last left length level limit limits list ll log lsrr map maps mark
-    masquerade md5sig memory meta meter meters mh minute missing mod monitor mptcp mrt mss mtu
-    name netdev newline nexthdr nexthop nftrace nh nop notrack num number numgen obriport
-    obrname offload offset oif oifgroup oifname oiftype operation option options original osf
-    out over packets pcp performance persistent pkttype plen policy port position ppid prefix
-    priority protocol ptr ptype queue quota quotas ra random rate redefine redirect reject
-    rename replace reply reqid reserved reserved2 reset return right rr rt rt0 rt2 rtclassid
-    rule rules ruleset sack sack0 sack1 sack2 sack3 saddr sctp secmark secmarks second seed
-    semicolon seq seqno set sets shutdown sid size skgid skuid snaplen snat socket spi spnum
-    sport srh ssn ssrr state status stream string subtype symhash synproxy synproxys table
-    tables tag tcp th time timeout timestamp to tproxy trace transparent tsecr tsn tsval ttl
-    type typeof udp udplite undefine until update urgptr used value version vlan vm vmap vtag
-    vxlan week wildcard window with wscale xml xt zone
+    accept add ah all arp bridge cgroup chain comment comp constant continue counter cpu create
+    ct day dccp define delete describe destroy device devices dnat drop dst dup dynamic ecn
+    element elements esp ether exists expires export exthdr fib flags flow flowtable flush frag
+    fwd get goto handle hbh hook hour ibriport ibrname icmp icmpv6 igmp iif iifgroup iifname
+    iiftype import include index inet insert interval ip ip6 ipsec jhash jump limit list log map
+    mark masquerade meta meter mh missing monitor netdev nftrace notrack numgen obriport obrname
+    offload oif oifgroup oifname oiftype osf pkttype policy position priority queue quota random
+    redefine redirect reject rename replace reset return rt rt0 rt2 rtclassid rule ruleset sctp
+    secmark set size skgid skuid snat socket srh symhash synproxy table tcp th time timeout
+    tproxy type typeof udp udplite undefine update vlan vmap xt
     """.split()
 )
+# Refused although the installed nft may accept them (words later releases made keywords).
+NEWER_KEYWORDS = frozenset({"destroy"})
