@@ -244,6 +244,7 @@ JSON: {"table": {"family", "name"}, "installed": bool, "identical": bool,
   "differences": [{"object": "table"|"set"|"chain"|"rule"|...,
     "change": "missing"|"extra"|"changed", "name": set/chain name (a rule's chain),
     "live": {...}|null, "desired": {...}|null, ...}]}
+  table sides (changed): {"family", "name", "flags", "comment"};
   rule sides: {"index", "rule", "comment"} (+ "handle" live); set sides: {"type", "flags",
   "elements"}, changed sets add "fields", "elements_missing", "elements_extra"; chain sides:
   {"type", "hook", "prio", "policy", "rules"}, changed chains add "fields".
@@ -278,11 +279,17 @@ def diff_command(config: Config, format: Format = "text", verbose: Verbose = Fal
 
 
 _STATUS_EPILOG = """\b
-JSON: {"table": {"family", "name"}, "installed": bool, "matches": bool,
-  "differences": [as in nftredir diff], "sets": [{"name", "type", "flags", "elements"}],
+JSON: {"table": {"family", "name"}, "installed": bool, "flags": [...], "matches": bool,
+  "differences": [as in nftredir diff],
+  "other_nat_chains": [{"family", "table", "chain", "type", "hook", "prio"}],
+  "sets": [{"name", "type", "flags", "elements"}],
   "chains": [{"name", "type", "hook", "prio", "policy",
     "rules": [{"handle", "rule", "comment", "packets", "bytes"}]}]}
   Full description: README, "nftredir diff and status".
+
+\b
+Other nat chains on the prerouting and output hooks (iptables-nft's ip nat, other tools, a
+second nftredir table) act on the same traffic: status lists them all.
 
 \b
 Exit codes: 0 the status was shown (whether or not the table matches: use nftredir diff to
