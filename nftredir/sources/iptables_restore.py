@@ -131,9 +131,9 @@ def parse(data: bytes, name: str) -> Script:
     script = Script(name)
     last = (f"{name}:1", "")
     for where, text in _lines(data, name):
-        last = (where, text)
         if not text or text.startswith("#"):
             continue  # iptables-restore skips a line that is empty or starts with '#'
+        last = (where, text)
         if script.commit is not None:
             raise refuse(where, text, "after COMMIT: only one *nat table is understood")
         if text.startswith("*"):
@@ -247,8 +247,9 @@ def _command(script: Script, where: str, text: str) -> None:
     rule = _rule(chain, words)
     if rule.target.name in BUILTIN_CHAINS:
         raise words.refuse(f"-j {rule.target.name}: iptables cannot jump to a built-in chain")
-    if rule.target.name not in _TARGETS:
-        _known_chain(script, rule.target.name, where, text)
+    if rule.target.name not in _TARGETS and rule.target.name not in script.declared:
+        raise words.refuse(f"-j {rule.target.name}: neither a target nftredir reproduces "
+                           f"({', '.join(_TARGETS)}) nor a chain declared in this script")
     rules = script.chains.setdefault(chain, [])
     if verb == "-A":
         rules.append(rule)

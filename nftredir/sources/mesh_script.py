@@ -245,7 +245,12 @@ def _check(chains: Chains, layer: Layer) -> None:
                 raise refuse(extra.where, extra.text,
                              "FSM's script for the options this script states has no such rule here "
                              "(an exclusion in one direction only, a changed static rule, or a rule out of place?)")
-            missing_atom = next(iter(want[i].atoms - have[i].atoms), None)
+            missing_atom = next(iter(sorted(want[i].atoms - have[i].atoms, key=repr)), None)
             if missing_atom is not None:
                 missing = next(r for r in want[i].rules if missing_atom in r.atoms())
+                elsewhere = next((r for r in chains.rules[role] if missing_atom in r.atoms()), None)
+                if elsewhere is not None:
+                    raise refuse(elsewhere.where, elsewhere.text,
+                                 f"out of place: FSM's script has {spelled(missing)!r} where it changes "
+                                 "a verdict differently (see docs/fsm-mapping.md for FSM's order)")
                 raise refuse(*chains.script.commit, f"the script lacks {spelled(missing)!r}, which FSM's script has for the options it states")  # type: ignore[misc]
