@@ -130,6 +130,7 @@ ACCEPTED = {
     "-I with an explicit index": lambda t: edit(t, (r"^-I FSM_PROXY_INBOUND -i eth1", "-I FSM_PROXY_INBOUND 1 -i eth1")),
     "counters in the declarations": lambda t: t.replace("- [0:0]", "- [12:3400]"),
     "a duplicated CIDR line (MeshConfig and annotation)": lambda t: edit(t, (r"^(-A FSM_PROXY_OUTBOUND -d 198\.51\.100\.0/24 -j RETURN)$", r"\1\n\1")),
+    "the same range spelled twice (FSM's merge keeps both)": lambda t: edit(t, (r"^(-A FSM_PROXY_OUTBOUND -d 198\.51\.100\.0/24 -j RETURN)$", r"\1\n-A FSM_PROXY_OUTBOUND -d 198.51.100.7/24 -j RETURN")),
     "a duplicated inclusion line": lambda t: edit(t, (r"^(-A FSM_PROXY_OUTBOUND -d 100\.64\.0\.0/16 -j FSM_PROXY_OUT_REDIRECT)$", r"\1\n\1")),
     "exclusions in another order among themselves": lambda t: edit(t, (r"^(-A FSM_PROXY_OUTBOUND -d 198\.51\.100\.0/24 -j RETURN)\n(-A FSM_PROXY_OUTBOUND -d 100\.64\.5\.0/24 -j RETURN)$", r"\2\n\1")),
     "-A in the final order instead of FSM's -I": lambda t: edit(t, (r"^-I FSM_PROXY_INBOUND -i eth1 -j RETURN\n", ""), (r"^-I FSM_PROXY_INBOUND -p tcp --match multiport --dports 7070,9090 -j RETURN\n", ""),
