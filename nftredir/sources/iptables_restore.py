@@ -82,6 +82,8 @@ def refuse(where: str, text: str, why: str) -> ConfigError:
 def tokenise(line: str, where: str) -> list[str]:
     """Split a rule line as iptables-restore's add_param_to_argv does: on spaces and tabs,
     with `"..."` quoting a word and `\\` escaping inside quotes only."""
+    if '"' not in line:  # FSM's lines: a plain split (str.split() would also split on Unicode spaces)
+        return [word for word in line.replace("\t", " ").split(" ") if word]
     words: list[str] = []
     word: list[str] = []
     quoted = escaped = started = False
@@ -120,8 +122,8 @@ def _lines(data: bytes, name: str) -> Iterator[tuple[str, str]]:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise refuse(where, raw.decode("utf-8", "replace"), "not UTF-8 text (binary input?)") from None
-        bad = next((c for c in text if not c.isprintable() and c != "\t"), None)
-        if bad is not None:
+        if not text.replace("\t", " ").isprintable():
+            bad = next(c for c in text if not c.isprintable() and c != "\t")
             raise refuse(where, text, f"control character {bad!r}: not iptables-restore text")
         yield where, text
 

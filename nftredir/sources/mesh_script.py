@@ -202,14 +202,14 @@ class Run(NamedTuple):
 
 
 def _runs(chains: Chains, role: str) -> list[Run]:
-    runs: list[Run] = []
+    runs: list[tuple[tuple[object, ...], set[Match], list[Rule]]] = []
     for rule in chains.rules[role]:
         target = (_role(chains, rule), rule.target.port, rule.target.address)
-        if runs and runs[-1].target == target:
-            runs[-1] = Run(target, runs[-1].atoms | set(rule.atoms()), [*runs[-1].rules, rule])
-        else:
-            runs.append(Run(target, frozenset(rule.atoms()), [rule]))
-    return runs
+        if not runs or runs[-1][0] != target:
+            runs.append((target, set(), []))
+        runs[-1][1].update(rule.atoms())
+        runs[-1][2].append(rule)
+    return [Run(target, frozenset(atoms), rules) for target, atoms, rules in runs]
 
 
 def _check(chains: Chains, layer: Layer) -> None:
