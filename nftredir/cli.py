@@ -321,7 +321,8 @@ def iptables_restore(
     """Apply a mesh's `iptables-restore` redirection script as nftredir's native ruleset.
 
     Drop-in for FSM's init container, whose command is
-    /bin/sh -c "iptables-restore --noflush <<EOF ... EOF".
+    /bin/sh -c "iptables-restore --noflush <<EOF ... EOF". FILE is the script; stdin when
+    it is absent or '-'.
 
     Example: nftredir render --format iptables --outbound-port-exclusion-list 6379 | nftredir iptables-restore --test
     """

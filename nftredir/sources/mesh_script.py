@@ -116,7 +116,7 @@ def _chains(script: Script) -> Chains:
             rule = chain_rules[0]
             raise refuse(rule.where, rule.text, f"rules in {chain} are not part of a mesh's redirection")
         rules[role_of[chain]] = chain_rules
-    return Chains(script, rules, {**{role: chain for chain, role in role_of.items()}})
+    return Chains(script, rules, {role: chain for chain, role in role_of.items()})
 
 
 def _role(chains: Chains, rule: Rule) -> str:
