@@ -317,6 +317,44 @@ def status(config: Config, format: Format = "text", verbose: Verbose = False) ->
     sys.stdout.write(json.dumps(report, indent=2) + "\n" if format == "json" else format_text(report))
 
 
+_RESTORE_EPILOG = """\b
+Reads FSM's init-container script (pkg/injector/iptables.go: `*nat`, the four FSM_PROXY_*
+chains, or OSM's OSM_PROXY_* / PROXY_* names, `-A`/`-I` rules, `COMMIT`), derives the options it
+states, and applies them as `nftredir apply` would: table inet nftredir, one transaction,
+idempotent. A script that is not exactly FSM's script for some configuration is refused: exit
+2, the line and why, nothing sent. NFTREDIR_TABLE (and other options a script cannot state)
+still apply; setting an option the script states is refused; POD_IP is ignored (the shell
+already wrote it into the script). Full description: deploy/fsm.md."""
+
+
+@app.command("iptables-restore", epilog=_RESTORE_EPILOG)
+def iptables_restore(
+    file: Annotated[Optional[str], typer.Argument(metavar="[FILE]", help="The script; stdin when absent or '-'.")] = None,
+    noflush: Annotated[
+        bool, typer.Option("--noflush", "-n", help="Accepted for FSM's command line; iptables' tables are never touched either way.")
+    ] = False,
+    test: Annotated[
+        bool, typer.Option("--test", "-t", help="Parse and validate, have the kernel dry-run the batch; commit nothing.")
+    ] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Apply a mesh's `iptables-restore` redirection script as nftredir's native ruleset.
+
+    Drop-in for FSM's init container, whose command is
+    /bin/sh -c "iptables-restore --noflush <<EOF ... EOF". FILE is the script; stdin when
+    it is absent or '-'.
+
+    Example: nftredir render --format iptables --outbound-port-exclusion-list 6379 | nftredir iptables-restore --test
+    """
+    from nftredir.render import render
+    from nftredir.sources.mesh_script import script_config
+
+    config = script_config(file, os.environ)
+    _kernel(verbose).send(render(config, "json"), dry_run=test)
+    if test:
+        print(f"test: the kernel accepted the ruleset for table inet {config.table}; nothing was committed", file=sys.stderr)
+
+
 @app.command()
 def remove(
     table: Annotated[
