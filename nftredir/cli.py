@@ -159,6 +159,14 @@ def _table_source(config: Config) -> str:
     return str(config.sources.get("table", "the table name (default)"))
 
 
+def _refuse_unless_ours(kernel: Any, table: str, source: str, action: str) -> None:
+    """Before a replace or delete: the live table of that name, if any, must be nftredir's."""
+    from nftredir import ownership
+    from nftredir.render import owned_chains
+
+    ownership.check(kernel.table_text(table), table, source, owned_chains(table), action)
+
+
 @app.command()
 @with_config
 def render(
@@ -212,13 +220,12 @@ def apply(
 
     Example: nftredir apply --outbound-ip-range-exclusion-list 169.254.169.254/32
     """
-    from nftredir import ownership
-    from nftredir.render import owned_chains, render
+    from nftredir.render import render
 
     kernel = _kernel(verbose)
     batch, table, source = render(config, "json"), config.table, _table_source(config)
     del config  # the batch text is all the kernel needs: a 50,000-CIDR Config need not outlive it
-    ownership.check(kernel.table_text(table), table, source, owned_chains(table), "replace")
+    _refuse_unless_ours(kernel, table, source, "replace")
     if show_diff:
         import json
 
@@ -350,7 +357,9 @@ def iptables_restore(
     from nftredir.sources.mesh_script import script_config
 
     config = script_config(file, os.environ)
-    _kernel(verbose).send(render(config, "json"), dry_run=test)
+    kernel = _kernel(verbose)
+    _refuse_unless_ours(kernel, config.table, _table_source(config), "replace")
+    kernel.send(render(config, "json"), dry_run=test)
     if test:
         print(f"test: the kernel accepted the ruleset for table inet {config.table}; nothing was committed", file=sys.stderr)
 
@@ -374,17 +383,13 @@ def remove(
     key of --config or NFTREDIR_CONFIG), so what apply installed, remove deletes. Nothing else
     is read: a broken MeshConfig or annotations file cannot stop the cleanup.
     """
-    from nftredir import ownership
-    from nftredir.render import owned_chains, remove_batch
+    from nftredir.render import remove_batch
     from nftredir.sources import table_layer
 
     config = build_config(table_layer(table, os.environ, config_file))
     kernel = _kernel(verbose)
-    text = kernel.table_text(config.table)
-    if text is None:
-        return  # already absent: nothing to do
-    ownership.check(text, config.table, _table_source(config), owned_chains(config.table), "delete")
-    kernel.send(remove_batch(config.table))
+    _refuse_unless_ours(kernel, config.table, _table_source(config), "delete")
+    kernel.send(remove_batch(config.table))  # adds the table first, so an absent one is fine
 
 
 def _print_version(value: bool) -> None:

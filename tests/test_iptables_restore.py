@@ -63,7 +63,8 @@ def configs(draw: st.DrawFn):
         raw["proxy-uid"] = [Item(str(draw(st.integers(0, MAX_UID))), "--proxy-uid")]
     if draw(st.booleans()):
         raw["local-proxy-mode"] = [Item("podip", "--local-proxy-mode")]
-        raw["pod-ip"] = [Item(dotted(draw(st.integers(0, 2**32 - 1))), "--pod-ip")]
+        unicast = st.integers(0x01000000, 0x7EFFFFFF) | st.integers(0x80000000, 0xDFFFFFFF)  # not 0/8, 127/8, 224/3
+        raw["pod-ip"] = [Item(dotted(draw(unicast)), "--pod-ip")]
     return build_config(raw)
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from tests import netlab as nl
 from tests.conftest import REPO, Netns, delete_netns, netns_name
-from tests.fsm_command import fsm_command, fsm_script
+from tests.fsm_command import fsm_command
 from tests.scenarios import as_flags, config_of
 from tests.test_differential import EVERY_LIST, PODIP, SCENARIOS, assert_same, probe_lab, two_labs
 from tests.test_iptables_restore import ALL, REFUSED

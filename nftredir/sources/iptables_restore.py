@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 from nftredir.cidr import Cidr
-from nftredir.config import Item, parse_cidr, parse_ifname, parse_ipv4, parse_port, parse_uid
+from nftredir.config import Item, parse_cidr, parse_ifname, parse_pod_ip, parse_port, parse_uid
 from nftredir.errors import ConfigError
 
 BUILTIN_CHAINS = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")  # the nat table's
@@ -326,7 +326,7 @@ def _rule(chain: str, words: _Words) -> Rule:
         elif option == "--to-ports":
             target_args["port"] = words.parsed(parse_port, words.value(word), word)
         elif option == "--to-destination":
-            target_args["address"] = words.parsed(parse_ipv4, words.value(word), word)
+            target_args["address"] = words.parsed(parse_pod_ip, words.value(word), word)
         else:
             what = "a target option" if target in ("REDIRECT", "DNAT") else "an option"
             raise words.refuse(f"{word!r}: {what} nftredir does not reproduce")

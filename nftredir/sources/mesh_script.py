@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import NamedTuple
 
 from nftredir.config import Config, Item, build_config
@@ -69,15 +68,15 @@ def read_mesh_script(data: bytes, name: str) -> Layer:
 
 
 def read_input(path: str | None) -> tuple[bytes, str]:
-    """The script's bytes and the name messages give it: a file, or stdin for None or '-'."""
-    if path in (None, "-"):
-        return sys.stdin.buffer.read(), "<stdin>"
-    from nftredir.sources.documents import display_path
+    """The script's bytes and the name messages give it: a file, or stdin for None or '-'
+    (both capped as every file nftredir reads is)."""
+    from nftredir.sources.documents import display_path, read_bytes
 
-    try:
-        return Path(path).read_bytes(), display_path(path)
-    except OSError as exc:
-        raise ConfigError(display_path(path), str(path), f"cannot read: {exc.strerror or exc}") from None
+    if path in (None, "-"):
+        if sys.stdin is None:
+            raise ConfigError("<stdin>", "", "standard input is closed: give the script as FILE or on stdin")
+        return read_bytes("<stdin>", sys.stdin.buffer), "<stdin>"
+    return read_bytes(path), display_path(path)
 
 
 def script_config(path: str | None, environ: Mapping[str, str]) -> Config:
