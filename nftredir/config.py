@@ -65,15 +65,6 @@ class Config:
     sources: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # field -> Item.source
 
 
-def describe(text: str, limit: int = 60) -> str:
-    """Quote a user's value for a one-line message: escaped, and cut when long."""
-    shown = text if len(text) <= limit else text[:limit]
-    quoted = repr(shown)
-    if len(text) > limit:
-        quoted += f"… ({len(text.encode('utf-8', 'surrogateescape'))} bytes)"
-    return quoted
-
-
 def split_items(text: str, source: Any) -> list[Item]:
     """Split a comma-separated value; whitespace around items and empty items are dropped."""
     return [Item(part.strip(), source) for part in text.split(",") if part.strip()]
@@ -169,31 +160,85 @@ def parse_table(item: Item) -> str:
     return item.text
 
 
+class Mesh(NamedTuple):
+    """Where FSM's MeshConfig holds an option: `spec.<section>.<field>`, items of `type`."""
+
+    section: str
+    field: str
+    type: type
+
+
+# FSM's merge of a MeshConfig list with the pod's annotation (MergeIPRangeLists puts the pod's
+# ranges first, MergePortExclusionLists the global ports first).
+POD_FIRST, GLOBAL_FIRST = "pod first", "global first"
+
+
 class Option(NamedTuple):
-    """How one option's raw items become one `Config` field."""
+    """Everything about one option, written once: how its raw items become one `Config` field,
+    how the CLI shows it, and where FSM's objects hold it. The CLI flags, the environment, the
+    config file, MeshConfig, annotations, `nftredir config` and the README's table all come from
+    OPTIONS; the default is the Config field's."""
 
     field: str
     parse: Callable[[Item], Any]
     is_list: bool
+    metavar: str
+    help: str
+    mesh: Mesh | None = None
+    annotation: str | None = None  # the pod annotation FSM reads it from
+    merge: str | None = None  # POD_FIRST or GLOBAL_FIRST when both MeshConfig and the pod give it
+    also_env: str | None = None  # a variable read too (the downward API's name)
 
+    @property
+    def default(self) -> Any:
+        return Config.__dataclass_fields__[self.field].default
+
+    def default_text(self) -> str | None:
+        """The default as a user would type it, or None when there is none."""
+        value = self.default
+        if value is None or value == ():
+            return None
+        return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+_FLOMESH = "flomesh.io/"
 
 # The option names are the flag names without '--'; other sources map onto these.
 OPTIONS: dict[str, Option] = {
-    "outbound-ip-range-exclusion-list": Option("outbound_ip_range_exclusions", parse_cidr, True),
-    "outbound-ip-range-inclusion-list": Option("outbound_ip_range_inclusions", parse_cidr, True),
-    "outbound-port-exclusion-list": Option("outbound_port_exclusions", parse_port, True),
-    "inbound-port-exclusion-list": Option("inbound_port_exclusions", parse_port, True),
-    "network-interface-exclusion-list": Option("network_interface_exclusions", parse_ifname, True),
-    "local-proxy-mode": Option("local_proxy_mode", parse_mode, False),
-    "pod-ip": Option("pod_ip", parse_pod_ip, False),
-    "table": Option("table", parse_table, False),
-    "proxy-uid": Option("proxy_uid", parse_uid, False),
-    "proxy-admin-port": Option("proxy_admin_port", parse_port, False),
-    "proxy-outbound-port": Option("proxy_outbound_port", parse_port, False),
-    "proxy-inbound-port": Option("proxy_inbound_port", parse_port, False),
-    "prometheus-port": Option("prometheus_port", parse_port, False),
-    "probe-ports": Option("probe_ports", parse_port, True),
-    "healthcheck-port": Option("healthcheck_port", parse_port, False),
+    "outbound-ip-range-exclusion-list": Option(
+        "outbound_ip_range_exclusions", parse_cidr, True, "CIDR,...", "Outbound IPv4 ranges never sent to the sidecar.",
+        Mesh("traffic", "outboundIPRangeExclusionList", str), _FLOMESH + "outbound-ip-range-exclusion-list", POD_FIRST),
+    "outbound-ip-range-inclusion-list": Option(
+        "outbound_ip_range_inclusions", parse_cidr, True, "CIDR,...",
+        "If set, only these outbound IPv4 ranges go to the sidecar; exclusions still win.",
+        Mesh("traffic", "outboundIPRangeInclusionList", str), _FLOMESH + "outbound-ip-range-inclusion-list", POD_FIRST),
+    "outbound-port-exclusion-list": Option(
+        "outbound_port_exclusions", parse_port, True, "PORT,...", "Outbound TCP ports never sent to the sidecar.",
+        Mesh("traffic", "outboundPortExclusionList", int), _FLOMESH + "outbound-port-exclusion-list", GLOBAL_FIRST),
+    "inbound-port-exclusion-list": Option(
+        "inbound_port_exclusions", parse_port, True, "PORT,...", "Inbound TCP ports never sent to the sidecar.",
+        Mesh("traffic", "inboundPortExclusionList", int), _FLOMESH + "inbound-port-exclusion-list", GLOBAL_FIRST),
+    "network-interface-exclusion-list": Option(
+        "network_interface_exclusions", parse_ifname, True, "IFACE,...",
+        "Interfaces whose traffic bypasses the sidecar both ways; a trailing '+' matches a prefix, as in iptables.",
+        Mesh("traffic", "networkInterfaceExclusionList", str)),
+    "local-proxy-mode": Option(
+        "local_proxy_mode", parse_mode, False, "MODE",
+        "localhost or podip: in podip mode the sidecar's calls to 127.0.0.1 are sent to the pod IP.",
+        Mesh("sidecar", "localProxyMode", str)),
+    "pod-ip": Option("pod_ip", parse_pod_ip, False, "IPV4", "The pod's IPv4 address, read only in podip mode.",
+                     also_env="POD_IP"),
+    "table": Option("table", parse_table, False, "NAME", "The nftables table nftredir owns (family inet)."),
+    "proxy-uid": Option("proxy_uid", parse_uid, False, "UID", "UID the sidecar runs as; its traffic is never redirected."),
+    "proxy-admin-port": Option("proxy_admin_port", parse_port, False, "PORT", "Sidecar admin port."),
+    "proxy-outbound-port": Option(
+        "proxy_outbound_port", parse_port, False, "PORT", "Sidecar outbound listener, where outbound TCP is redirected."),
+    "proxy-inbound-port": Option(
+        "proxy_inbound_port", parse_port, False, "PORT", "Sidecar inbound listener, where inbound TCP is redirected."),
+    "prometheus-port": Option("prometheus_port", parse_port, False, "PORT", "Sidecar Prometheus listener, not redirected inbound."),
+    "probe-ports": Option("probe_ports", parse_port, True, "PORT,...", "Sidecar probe listeners, not redirected inbound."),
+    "healthcheck-port": Option(
+        "healthcheck_port", parse_port, False, "PORT", "fsm-healthcheck port, which bypasses the sidecar inbound."),
 }
 
 

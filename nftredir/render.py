@@ -20,7 +20,7 @@ from typing import Any
 
 from nftredir import cidr
 from nftredir.cidr import Cidr
-from nftredir.config import Config
+from nftredir.config import OPTIONS, Config
 from nftredir.errors import ConfigError
 from nftredir.ownership import MARK, SET_NAMES
 
@@ -151,8 +151,8 @@ def _ifname_pattern(name: str) -> str:
     return name[:-1] + "*" if name.endswith("+") and len(name) > 1 else "" if name == "+" else name
 
 
-def _constants(config: Config) -> dict[str, Any]:
-    """The values every format's template sees the same way: the pod IP and the sidecar's ports."""
+def _sidecar_values(config: Config) -> dict[str, Any]:
+    """The values every format's template sees the same way: the pod IP, the sidecar's UID and ports."""
     return {
         "pod_ip": config.pod_ip if config.local_proxy_mode == "podip" else None,
         "proxy_uid": config.proxy_uid,
@@ -191,15 +191,15 @@ def template_context(config: Config) -> dict[str, Any]:
         # FSM inserts each inbound interface rule at the top (-I), reversing the list.
         "inbound_interface_exclusions": interfaces[::-1],
         "outbound_interface_exclusions": interfaces,
-        **_constants(config),
+        **_sidecar_values(config),
     }
 
 
 def fsm_iptables_context(config: Config) -> dict[str, Any]:
     """What fsm-iptables.j2 sees: the Config's lists as given (FSM's merged order, duplicates
     dropped). Refuses, as a ConfigError, a port list FSM's own script could not load."""
-    for name, field in (("outbound-port-exclusion-list", "outbound_port_exclusions"),
-                        ("inbound-port-exclusion-list", "inbound_port_exclusions")):
+    for name in ("outbound-port-exclusion-list", "inbound-port-exclusion-list"):
+        field = OPTIONS[name].field
         ports = getattr(config, field)
         if len(ports) > MULTIPORT_MAX:
             raise ConfigError(
@@ -208,7 +208,7 @@ def fsm_iptables_context(config: Config) -> dict[str, Any]:
                 "FSM's script would fail to load (nft and json have no such limit)",
             )
     if "!" in config.network_interface_exclusions:
-        raise ConfigError(config.sources.get("network_interface_exclusions", "--network-interface-exclusion-list"),
+        raise ConfigError(config.sources.get(OPTIONS["network-interface-exclusion-list"].field, "--network-interface-exclusion-list"),
                           "!", "iptables reads a lone '!' as negation: FSM's script cannot name this interface")
     return {
         "outbound_ip_range_exclusions": config.outbound_ip_range_exclusions,
@@ -216,7 +216,7 @@ def fsm_iptables_context(config: Config) -> dict[str, Any]:
         "outbound_port_exclusions": config.outbound_port_exclusions,
         "inbound_port_exclusions": config.inbound_port_exclusions,
         "network_interface_exclusions": config.network_interface_exclusions,  # '+' stays '+'
-        **_constants(config),
+        **_sidecar_values(config),
     }
 
 

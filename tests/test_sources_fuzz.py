@@ -111,13 +111,15 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
-mesh_fields = st.dictionaries(st.sampled_from([name for _, name in FIELDS] + ["localProxyMode"]), json_values, max_size=4)
+SECTIONS = {option.mesh.field: option.mesh.section for option in FIELDS.values()}
+mesh_fields = st.dictionaries(st.sampled_from(sorted(SECTIONS)), json_values, max_size=4)
 
 
 def _mesh(fields: dict) -> dict:
-    traffic = {k: v for k, v in fields.items() if k != "localProxyMode"}
-    sidecar = {"localProxyMode": fields["localProxyMode"]} if "localProxyMode" in fields else {}
-    return {"kind": "MeshConfig", "spec": {"traffic": traffic, "sidecar": sidecar}}
+    spec: dict = {}
+    for name, value in fields.items():
+        spec.setdefault(SECTIONS[name], {})[name] = value
+    return {"kind": "MeshConfig", "spec": spec}
 
 
 @FUZZ
@@ -175,9 +177,9 @@ def test_hostile_environment(environ):
 @FUZZ
 @given(st.dictionaries(st.sampled_from(sorted(OPTIONS)), st.lists(hostile_text, max_size=3), max_size=5))
 def test_hostile_flags(flags):
-    from nftredir.cli import _flag_items
+    from nftredir.sources.flags import flags_layer
 
-    outcome(lambda: gather(_flag_items({k.replace("-", "_"): v for k, v in flags.items()}), {}, Files()))
+    outcome(lambda: gather(flags_layer({k.replace("-", "_"): v for k, v in flags.items()}), {}, Files()))
 
 
 # Interface names the validator accepts although they hold characters that mean something to
@@ -220,9 +222,9 @@ def test_a_megabyte_value_is_refused_in_one_short_line(tmp_path, source):
     elif source == "environment":
         read = lambda: environment_layer({"NFTREDIR_PROBE_PORTS": big})  # noqa: E731
     else:
-        from nftredir.cli import _flag_items
+        from nftredir.sources.flags import flags_layer
 
-        read = lambda: _flag_items({"healthcheck_port": big})  # noqa: E731
+        read = lambda: flags_layer({"healthcheck_port": big})  # noqa: E731
     with pytest.raises(ConfigError) as info:
         build_config(read())
     assert len(str(info.value)) < 300 and "1000000 bytes" in str(info.value)

@@ -16,7 +16,6 @@ from typing import NamedTuple
 from nftredir.config import OPTIONS, Item, option_items
 
 PREFIX = "NFTREDIR_"
-POD_IP = "POD_IP"
 
 
 def variable(option: str) -> str:
@@ -39,8 +38,9 @@ def environment_layer(environ: Mapping[str, str]) -> dict[str, list[Item]]:
     layer: dict[str, list[Item]] = {}
     for option in OPTIONS:
         name = variable(option)
-        if name not in environ and option == "pod-ip" and POD_IP in environ:
-            name = POD_IP
+        also = OPTIONS[option].also_env
+        if name not in environ and also is not None and also in environ:
+            name = also
         if name not in environ:
             continue
         text = environ[name]
