@@ -34,10 +34,13 @@ app = typer.Typer(
 # Help for each configuration option, by option name (see nftredir.config.OPTIONS).
 _LIST = "Comma-separated; may be repeated."
 _HELP = {
-    "outbound-ip-range-exclusion-list": ("CIDR,...", f"Outbound IPv4 ranges never sent to the sidecar. {_LIST}"),
+    "outbound-ip-range-exclusion-list": (
+        "CIDR,...", f"Outbound ranges never sent to the sidecar (IPv6 ones with --ip-family dual). {_LIST}"
+    ),
     "outbound-ip-range-inclusion-list": (
         "CIDR,...",
-        f"If set, only these outbound IPv4 ranges go to the sidecar; exclusions still win. {_LIST}",
+        "If set, only traffic to these outbound ranges goes to the sidecar (a family with none is not "
+        f"redirected); exclusions still win. {_LIST}",
     ),
     "outbound-port-exclusion-list": ("PORT,...", f"Outbound TCP ports never sent to the sidecar. {_LIST}"),
     "inbound-port-exclusion-list": ("PORT,...", f"Inbound TCP ports never sent to the sidecar. {_LIST}"),
@@ -45,8 +48,17 @@ _HELP = {
         "IFACE,...",
         f"Interfaces whose traffic bypasses the sidecar both ways; a trailing '+' matches a prefix, as in iptables. {_LIST}",
     ),
-    "local-proxy-mode": ("MODE", "localhost (default) or podip: in podip mode the sidecar's calls to 127.0.0.1 are sent to the pod IP."),
-    "pod-ip": ("IPV4", "The pod's IPv4 address, needed in podip mode. [env: NFTREDIR_POD_IP or POD_IP]"),
+    "local-proxy-mode": ("MODE", "localhost (default) or podip: in podip mode the sidecar's calls to 127.0.0.1 (and ::1) are sent to the pod IP."),
+    "ip-family": (
+        "ipv4|dual",
+        "ipv4 (default, FSM's behaviour): only IPv4 TCP is redirected, IPv6 is untouched; "
+        "dual: IPv6 TCP too, with the same rules (::1 for 127.0.0.1).",
+    ),
+    "pod-ip": (
+        "IP[,IP]",
+        "The pod's IPv4 address, and in dual mode its IPv6 address too, needed in podip mode. "
+        "[env: NFTREDIR_POD_IP, POD_IPS or POD_IP]",
+    ),
     "table": ("NAME", "The nftables table nftredir owns (family inet). [default: nftredir]"),
     "proxy-uid": ("UID", "UID the sidecar runs as; its traffic is never redirected. [default: 1500]"),
     "proxy-admin-port": ("PORT", "Sidecar admin port. [default: 15000]"),
@@ -155,7 +167,7 @@ def _kernel(verbose: bool):  # -> nftredir.kernel.Kernel
 @with_config
 def render(
     config: Config,
-    format: Annotated[str, typer.Option("--format", "-f", help="nft: `nft -f` input; json: the libnftables batch apply sends; iptables: the `iptables-restore --noflush` input FSM's init container runs for the same options (refused, exit 2, for a port list longer than multiport's 15).")] = "nft",
+    format: Annotated[str, typer.Option("--format", "-f", help="nft: `nft -f` input; json: the libnftables batch apply sends; iptables: the `iptables-restore --noflush` input FSM's init container runs for the same options (refused, exit 2, for a port list longer than multiport's 15), with --ip-family dual followed by its IPv6 counterpart for `ip6tables-restore` after a '# ip6tables-restore' line; ip6tables: that counterpart alone.")] = "nft",
 ) -> None:
     """Print the ruleset without touching the kernel (no root needed).
 

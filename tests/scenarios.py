@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from nftredir.config import Config, Item, build_config, split_items
+from nftredir.config import Config, Item, build_config, option_items
 
 
 def config_of(**options: str) -> Config:
     """A Config from flag-style text, e.g. config_of(outbound_port_exclusion_list="10,20")."""
-    return build_config(
-        {name.replace("_", "-"): split_items(text, "--" + name.replace("_", "-")) for name, text in options.items()}
-    )
+    return build_config(scenario_items_of(options))
 
 
 SCENARIOS: dict[str, dict[str, str]] = {
@@ -30,5 +28,10 @@ def as_flags(options: dict[str, str]) -> list[str]:
     return [arg for name, text in options.items() for arg in ("--" + name.replace("_", "-"), text)]
 
 
+def scenario_items_of(options: dict[str, str]) -> dict[str, list[Item]]:
+    """Flag-style text as the raw items the CLI would give build_config."""
+    return {k.replace("_", "-"): option_items(k.replace("_", "-"), v, "--" + k.replace("_", "-")) for k, v in options.items()}
+
+
 def scenario_items(name: str) -> dict[str, list[Item]]:
-    return {k.replace("_", "-"): split_items(v, "--" + k.replace("_", "-")) for k, v in SCENARIOS[name].items()}
+    return scenario_items_of(SCENARIOS[name])
