@@ -26,6 +26,10 @@ from nftredir.config import Config
 from nftredir.errors import ConfigError
 
 FORMATS = ("nft", "json", "iptables", "ip6tables")
+# In dual mode `render --format iptables` prints both scripts, each after its header line (a
+# comment to both tools): the part after IP6TABLES_HEADER is for ip6tables-restore.
+IPTABLES_HEADER = "# iptables-restore --noflush"
+IP6TABLES_HEADER = "# ip6tables-restore --noflush (the IPv6 counterpart, --ip-family dual)"
 # What plays the part of 127.0.0.1 in each family's rules.
 LOOPBACK = {4: "127.0.0.1", 6: "::1"}
 # xt_multiport's XT_MULTI_PORTS: iptables refuses a longer --dports list, so FSM's script would fail.
@@ -256,8 +260,7 @@ def render(config: Config, format: str = "nft") -> str:
     if format == "iptables":
         if config.ip_family != "dual":
             return _fsm_script(config, 4)
-        return (f"# iptables-restore --noflush\n{_fsm_script(config, 4)}"
-                f"# ip6tables-restore --noflush (the IPv6 counterpart, --ip-family dual)\n{_fsm_script(config, 6)}")
+        return f"{IPTABLES_HEADER}\n{_fsm_script(config, 4)}{IP6TABLES_HEADER}\n{_fsm_script(config, 6)}"
     text = _environment().get_template("ruleset.j2").render(format=format, **template_context(config))
     if format == "json":  # the template's layout leaves blank lines that mean nothing in JSON
         text = "\n".join(line for line in text.splitlines() if line.strip())

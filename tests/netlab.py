@@ -263,6 +263,15 @@ class PodWorld:
     world: Netns
     app_ports: tuple[int, ...]
 
+    def reset(self) -> None:
+        """Back to no ruleset in the pod, and no connection tracked on either side, so the
+        world can be reused for another ruleset: a conntrack entry left over from the last one
+        (a UDP flow is tracked for 30 s and more) would keep that ruleset's NAT for a probe
+        that happens to reuse its ports."""
+        self.pod.run(["nft", "flush", "ruleset"])
+        for ns in (self.pod, self.world):
+            ns.run([PYTHON, "-I", os.path.abspath(__file__), "flush-conntrack"])
+
 
 def pod_listeners(app_ports: Iterable[int]) -> list[Listener]:
     """Pod listeners: the proxy ports (15000..15904) and app ports, TCP; UDP on 15001,
@@ -395,10 +404,27 @@ class Probe(NamedTuple):
 
     def __str__(self) -> str:
         src = f" from {self.src}" if self.src else ""
-        return f"{self.proto} {self.dst}:{self.port}{src}"
+        dst = f"[{self.dst}]" if ":" in self.dst else self.dst
+        return f"{self.proto} {dst}:{self.port}{src}"
 
 
 _WORKERS = 32  # parallel probes per child; the timeout cost of dropped probes is shared
+
+
+def _probe_groups(
+    ns: Netns, groups: Sequence[tuple[int, int, list[Probe]]], timeout: float
+) -> list[list[Verdict]]:
+    """Run (uid, gid, probes) groups from `ns` with one child, which forks one process per
+    group (a Python start-up costs more than a group's probes); verdicts per group, in order."""
+    if not any(batch for _, _, batch in groups):
+        return [[] for _ in groups]
+    rounds = max(-(-len(batch) // _WORKERS) for _, _, batch in groups)
+    proc = ns.run(
+        [PYTHON, "-I", os.path.abspath(__file__), "probe", str(timeout)],
+        input=json.dumps([[uid, gid, [list(p) for p in batch]] for uid, gid, batch in groups]),
+        timeout=rounds * (timeout + 1) + 15,
+    )
+    return [[Verdict(**v) for v in verdicts] for verdicts in json.loads(proc.stdout)]
 
 
 def probe_many(
@@ -408,18 +434,9 @@ def probe_many(
     timeout: float = 2.0,
     gid: int | None = None,
 ) -> list[Verdict]:
-    """Run probes from `ns` as `uid` and `gid` (default: the uid; one child process, no
-    supplementary groups), verdicts in probe order. A probe to an address with ':' is IPv6."""
-    batch = [Probe(*p) for p in probes]
-    if not batch:
-        return []
-    rounds = -(-len(batch) // _WORKERS)
-    proc = ns.run(
-        [PYTHON, "-I", os.path.abspath(__file__), "probe", str(uid), str(uid if gid is None else gid), str(timeout)],
-        input=json.dumps([list(p) for p in batch]),
-        timeout=rounds * (timeout + 1) + 15,
-    )
-    return [Verdict(**v) for v in json.loads(proc.stdout)]
+    """Run probes from `ns` as `uid` and `gid` (default: the uid; no supplementary groups),
+    verdicts in probe order. A probe to an address with ':' is IPv6."""
+    return _probe_groups(ns, [(uid, uid if gid is None else gid, [Probe(*p) for p in probes])], timeout)[0]
 
 
 def probe(
@@ -439,16 +456,23 @@ def probe_cases(
     cases: Iterable[tuple[Any, ...]],
     timeout: float = 2.0,
 ) -> list[Verdict]:
-    """Run (namespace, uid, probe[, gid]) cases, one child per (namespace, uid, gid); verdicts
-    in order. The gid defaults to the uid."""
+    """Run (namespace, uid, probe[, gid]) cases, one child per namespace, the namespaces side
+    by side; verdicts in order. The gid defaults to the uid."""
     cases = [(c[0], c[1], Probe(*c[2]), c[3] if len(c) > 3 else c[1]) for c in cases]
-    groups: dict[tuple[Netns, int, int], list[int]] = {}
+    groups: dict[Netns, dict[tuple[int, int], list[int]]] = {}
     for i, (ns, uid, _, gid) in enumerate(cases):
-        groups.setdefault((ns, uid, gid), []).append(i)
+        groups.setdefault(ns, {}).setdefault((uid, gid), []).append(i)
     verdicts: list[Verdict | None] = [None] * len(cases)
-    for (ns, uid, gid), idx in groups.items():
-        for i, v in zip(idx, probe_many(ns, [cases[i][2] for i in idx], uid, timeout, gid), strict=True):
-            verdicts[i] = v
+
+    def run(ns: Netns) -> None:
+        keys = list(groups[ns])
+        batches = [(uid, gid, [cases[i][2] for i in groups[ns][uid, gid]]) for uid, gid in keys]
+        for key, got in zip(keys, _probe_groups(ns, batches, timeout), strict=True):
+            for i, v in zip(groups[ns][key], got, strict=True):
+                verdicts[i] = v
+
+    with concurrent.futures.ThreadPoolExecutor(len(groups) or 1) as pool:
+        list(pool.map(run, groups))
     return [v for v in verdicts if v is not None]
 
 
@@ -626,15 +650,62 @@ def _probe_one(p: Probe, timeout: float) -> dict[str, Any]:
         return {"listener": "error", "local": f"bad reply: {exc}"}
 
 
-def _probe_main(uid: int, gid: int, timeout: float) -> None:
-    probes = [Probe(*p) for p in json.load(sys.stdin)]
+def _flush_conntrack_main() -> None:
+    # What `conntrack -F` sends: IPCTNL_MSG_CT_DELETE without a tuple flushes the table.
+    netlink_netfilter, ct_delete = 12, (1 << 8) | 2  # NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE
+    request_ack, nlmsg_error = 1 | 4, 2
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink_netfilter) as nl:
+        nl.settimeout(10)
+        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+            nl.send(struct.pack("=IHHIIBBH", 20, ct_delete, request_ack, seq, 0, family, 0, 0))
+            reply = nl.recv(4096)
+            kind, error = struct.unpack_from("=H", reply, 4)[0], struct.unpack_from("=i", reply, 16)[0]
+            if kind != nlmsg_error or error not in (0, -errno.ENOENT):
+                sys.exit(f"flushing conntrack failed: {os.strerror(-error) if kind == nlmsg_error else kind}")
+
+
+def _probe_group(uid: int, gid: int, probes: list[Probe], timeout: float) -> list[dict[str, Any]]:
     if uid != 0 or gid != 0:
         # Drop root fully: the owner match looks at the socket's fsuid (and skgid at its fsgid).
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
+    if not probes:
+        return []
     with concurrent.futures.ThreadPoolExecutor(min(_WORKERS, len(probes))) as pool:
-        results = list(pool.map(lambda p: _probe_one(p, timeout), probes))
+        return list(pool.map(lambda p: _probe_one(p, timeout), probes))
+
+
+def _probe_main(timeout: float) -> None:
+    """Each group in a forked process of its own (no threads exist yet when forking), its
+    verdicts back through a pipe."""
+    children = []
+    for uid, gid, probes in json.load(sys.stdin):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            code = 1
+            try:
+                with os.fdopen(write, "w") as out:
+                    json.dump(_probe_group(uid, gid, [Probe(*p) for p in probes], timeout), out)
+                code = 0
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(write)
+        children.append((pid, read, uid, gid))
+    results = []
+    for pid, read, uid, gid in children:
+        with os.fdopen(read) as pipe:
+            text = pipe.read()
+        if os.waitpid(pid, 0)[1] != 0:
+            sys.exit(f"probing as uid {uid} gid {gid} failed")
+        results.append(json.loads(text))
     json.dump(results, sys.stdout)
 
 
@@ -642,6 +713,8 @@ if __name__ == "__main__":
     if sys.argv[1] == "serve":
         _serve_main(sys.argv[2], float(sys.argv[3]))
     elif sys.argv[1] == "probe":
-        _probe_main(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+        _probe_main(float(sys.argv[2]))
+    elif sys.argv[1] == "flush-conntrack":
+        _flush_conntrack_main()
     else:
-        sys.exit(f"usage: {sys.argv[0]} serve SPEC LIFETIME | probe UID GID TIMEOUT")
+        sys.exit(f"usage: {sys.argv[0]} serve SPEC LIFETIME | probe TIMEOUT | flush-conntrack")
