@@ -1,4 +1,5 @@
-"""FSM's own unit-test configurations, shared by the golden, kernel and traffic tests."""
+"""FSM's own unit-test configurations, and two of them in dual stack (`--ip-family dual`, IPv6
+lists and pod address added), shared by the golden, kernel and traffic tests."""
 
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ SCENARIOS: dict[str, dict[str, str]] = {
         "network_interface_exclusion_list": "eth0,eth1",
     },
     "podip": {"local_proxy_mode": "podip", "pod_ip": "10.0.0.5"},
+    "dual_all_lists": {
+        "ip_family": "dual",
+        "outbound_ip_range_exclusion_list": "1.1.1.1/32,2001:db8::1/128,2.2.2.2/32,2001:db8:2::/48",
+        "outbound_ip_range_inclusion_list": "3.3.3.3/32,4.4.4.4/32,fd00:3::/64",
+        "outbound_port_exclusion_list": "10,20",
+        "inbound_port_exclusion_list": "30,40",
+        "network_interface_exclusion_list": "eth0,eth1",
+    },
+    "dual_podip": {"ip_family": "dual", "local_proxy_mode": "podip", "pod_ip": "10.0.0.5,fd00::5"},
 }
 
 
