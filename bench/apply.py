@@ -56,7 +56,7 @@ def settle(n: int) -> None:
 
 
 def run_once(spawn: Path, cmd: Command, log: Path, check: bool) -> Sample:
-    with netlab.netns(netlab.unique_name("apply", prefix="nrb")) as ns:
+    with netlab.netns(netlab.unique_name("apply", prefix=netlab.BENCH_PREFIX)) as ns:
         sample = timed(spawn, ns, cmd, log)
         if check and cmd.check is not None:
             cmd.check(ns)

@@ -145,6 +145,7 @@ class Netns:
 
 # Namespaces are named with this prefix, so concurrent runs can tell theirs apart.
 NETNS_PREFIX = os.environ.get("NFTREDIR_TEST_NETNS_PREFIX", "nr")
+BENCH_PREFIX = os.environ.get("NFTREDIR_TEST_NETNS_PREFIX", "nrb")  # the benchmark's (bench/)
 
 
 def unique_name(role: str, prefix: str | None = None) -> str:

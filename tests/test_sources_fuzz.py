@@ -27,6 +27,8 @@ HOSTILE = [
     "80\n}", "80;", "10.0.0.0/8 } ; flush ruleset", "eth0\"", "'; rm -rf / #", "$(reboot)", "`id`",
     "a{b}", "\\x00", "\x00", "\u202e", "\udcff", "1" * 1_000_000, "é", "6379 ,\t7070", "+", "eth0+",
     "lo", "a;b", "#c", "@set", "0x50", "-1", "1e3", "80.0", "::1/128", "10.0.0.1/33", "10.0.0.1/8",
+    "dual", "ipv4", "fd00::/8", "2001:db8::/129", "fe80::1%eth0/64", "::ffff:10.0.0.0/104", "10.0.0.5,fd00::5",
+    "fd00::5, 10.0.0.5", "::/0", "[::1]/128", "podip",
 ]
 hostile_text = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=40), st.text(alphabet="0123456789./,; }{\"'\n", max_size=30))
 
@@ -34,7 +36,8 @@ hostile_text = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=40), st.text
 def assert_validated(config: Config) -> None:
     """The only values a Config can carry."""
     for network in (*config.outbound_ip_range_exclusions, *config.outbound_ip_range_inclusions):
-        assert type(network) is Cidr and 0 <= network.network <= network.last < 2**32 and 0 <= network.prefixlen <= 32
+        assert type(network) is Cidr and 0 <= network.network <= network.last < 2**network.bits
+        assert 0 <= network.prefixlen <= network.bits and (network.version == 4 or config.ip_family == "dual")
     for port in (*config.outbound_port_exclusions, *config.inbound_port_exclusions, *config.probe_ports,
                  config.proxy_admin_port, config.proxy_outbound_port, config.proxy_inbound_port,
                  config.prometheus_port, config.healthcheck_port):
@@ -43,6 +46,7 @@ def assert_validated(config: Config) -> None:
         assert _IFNAME_RE.fullmatch(name) and not set(name) & set('"\\*/:')
     assert config.local_proxy_mode in LOCAL_PROXY_MODES
     assert config.pod_ip is None or type(config.pod_ip) is ipaddress.IPv4Address
+    assert config.pod_ip6 is None or (type(config.pod_ip6) is ipaddress.IPv6Address and config.ip_family == "dual")
     assert re.fullmatch(r"[a-z][a-z0-9_]{0,31}", config.table)
     assert type(config.proxy_uid) is int
 
