@@ -274,3 +274,14 @@ def test_dual_apply_is_idempotent_and_diff_and_status_see_ipv6_drift():
 def _handle(listing: str, needle: str) -> str:
     (line,) = [line for line in listing.splitlines() if needle in line]
     return line.rsplit("# handle ", 1)[1].strip()
+
+
+def test_config_shows_the_ip_family_and_both_pod_addresses_with_their_source():
+    from nftredir.sources.report import effective
+
+    raw = gather({}, {"POD_IPS": "fd00::5,10.0.0.5", "NFTREDIR_LOCAL_PROXY_MODE": "podip", "NFTREDIR_IP_FAMILY": "dual"})
+    report = effective(build_config(raw), raw)
+    assert report["ip-family"] == {"value": "dual", "source": "NFTREDIR_IP_FAMILY"}
+    assert report["pod-ip"] == {"value": "10.0.0.5,fd00::5", "source": "POD_IPS"}
+    ipv4_raw = {k: v for k, v in raw.items() if k != "ip-family"}
+    assert effective(build_config(ipv4_raw), ipv4_raw)["pod-ip"] == {"value": "10.0.0.5", "source": "POD_IPS"}
