@@ -238,19 +238,20 @@ def _pod_ips(raw: Mapping[str, list[Item]], values: dict[str, object], sources: 
         raise ConfigError(
             mode.source, mode.text, f"podip mode needs the pod's {wanted}: pass --pod-ip or set POD_IPS or POD_IP"
         )
+    # Repeated (`--pod-ip 10.0.0.5 --pod-ip fd00::5`), the last address of each family counts.
+    found = {address.version: (address, item) for item in given for address in parse_pod_ips(item) if address}
     item = given[-1]
-    ipv4, ipv6 = parse_pod_ips(item)
-    if ipv4 is None:
+    if 4 not in found:
         raise ConfigError(item.source, item.text, f"not an IPv4 address: podip mode needs the pod's {wanted}")
-    if dual and ipv6 is None:
+    if dual and 6 not in found:
         raise ConfigError(
             item.source, item.text,
             "no IPv6 address: podip mode with --ip-family dual needs the pod's IPv6 address too "
             "(--pod-ip IPV4,IPV6 or POD_IPS from the downward API's status.podIPs)",
         )
-    values["pod_ip"], sources["pod_ip"] = ipv4, item.source
+    values["pod_ip"], sources["pod_ip"] = found[4][0], found[4][1].source
     if dual:
-        values["pod_ip6"], sources["pod_ip6"] = ipv6, item.source
+        values["pod_ip6"], sources["pod_ip6"] = found[6][0], found[6][1].source
 
 
 def build_config(raw: Mapping[str, list[Item]]) -> Config:

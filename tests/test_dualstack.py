@@ -285,3 +285,14 @@ def test_config_shows_the_ip_family_and_both_pod_addresses_with_their_source():
     assert report["pod-ip"] == {"value": "10.0.0.5,fd00::5", "source": "POD_IPS"}
     ipv4_raw = {k: v for k, v in raw.items() if k != "ip-family"}
     assert effective(build_config(ipv4_raw), ipv4_raw)["pod-ip"] == {"value": "10.0.0.5", "source": "POD_IPS"}
+
+
+def test_a_repeated_pod_ip_flag_gives_one_address_of_each_family_the_last_of_each_counting():
+    from nftredir.config import Item
+
+    raw = {"ip-family": [Item("dual", "--ip-family")], "local-proxy-mode": [Item("podip", "--local-proxy-mode")],
+           "pod-ip": [Item("10.0.0.5", "--pod-ip"), Item("fd00::5", "--pod-ip"), Item("10.0.0.6", "--pod-ip")]}
+    config = build_config(raw)
+    assert (str(config.pod_ip), str(config.pod_ip6)) == ("10.0.0.6", "fd00::5")
+    with pytest.raises(ConfigError, match="no IPv6 address"):
+        build_config({**raw, "pod-ip": [Item("10.0.0.5", "--pod-ip"), Item("10.0.0.6", "--pod-ip")]})
