@@ -112,7 +112,8 @@ def parse_ipv6(text: str) -> Cidr:
         raise ValueError(f"{address!r} is not an IPv6 address") from None
     network = value & ~(_ALL6 >> prefixlen) & _ALL6
     if prefixlen >= 96 and network >> 32 == 0xFFFF:
-        raise ValueError(f"an IPv4-mapped range matches no packet: write the IPv4 range {dotted(network & _ALL)}/{prefixlen - 96}")
+        ipv4 = f"{dotted(network & _ALL)}/{prefixlen - 96}"
+        raise ValueError(f"an IPv4-mapped range matches no packet: write the IPv4 range {ipv4}")
     return Cidr(network, prefixlen, 6)
 
 
@@ -142,7 +143,8 @@ def merge(cidrs: Iterable[Cidr]) -> list[Cidr]:
         else:
             merged.append([first, last, cidr])
     bits = _BITS[version]
-    return [cidr for first, last, alone in merged for cidr in ((alone,) if alone else _split(first, last, bits, version))]
+    return [cidr for first, last, alone in merged
+            for cidr in ((alone,) if alone else _split(first, last, bits, version))]
 
 
 def by_version(cidrs: Iterable[Cidr], version: int) -> tuple[Cidr, ...]:

@@ -141,8 +141,10 @@ def parse_ipv6(item: Item) -> ipaddress.IPv6Address:
         raise ConfigError(item.source, item.text, f"not an IPv6 address: {exc}") from None
     if address.scope_id is not None:
         raise ConfigError(item.source, item.text, "not a pod address: zone ids are not allowed")
-    if address.is_unspecified or address.is_loopback or address.is_multicast or address.is_link_local or address.ipv4_mapped:
-        raise ConfigError(item.source, item.text, "not a pod address: unspecified, loopback, multicast, link-local and IPv4-mapped addresses are refused")
+    if any((address.is_unspecified, address.is_loopback, address.is_multicast, address.is_link_local,
+            address.ipv4_mapped)):
+        raise ConfigError(item.source, item.text, "not a pod address: unspecified, loopback, multicast, "
+                          "link-local and IPv4-mapped addresses are refused")
     return address
 
 
@@ -153,7 +155,8 @@ def parse_pod_ips(item: Item) -> tuple[ipaddress.IPv4Address | None, ipaddress.I
     for part in split_items(item.text, item.source) or [item]:
         address = parse_ipv6(part) if ":" in part.text else parse_ipv4(part)
         if address.version in found:
-            raise ConfigError(item.source, item.text, f"more than one IPv{address.version} address: give at most one IPv4 and one IPv6")
+            raise ConfigError(item.source, item.text,
+                              f"more than one IPv{address.version} address: give at most one IPv4 and one IPv6")
         found[address.version] = address
     return found.get(4), found.get(6)
 

@@ -27,8 +27,8 @@ redirects all incoming TCP to one listener (REDIRECT, original destination via
 SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST) and diverts all incoming UDP to one listener with
 TPROXY (REDIRECT would hide the original UDP destination, see `_serve_udp`).
 
-This file is also the server and probe child: `python3 netlab.py serve|probe` runs inside
-a namespace via `ip netns exec`. It imports only the standard library for that reason.
+This file is also the server and probe child: `python3 netlab.py serve|probe|flush-conntrack`
+runs inside a namespace via `ip netns exec`. It imports only the standard library for that reason.
 """
 
 from __future__ import annotations
@@ -348,8 +348,8 @@ def pod_world(app_ports: Iterable[int] = DEFAULT_APP_PORTS) -> Iterator[PodWorld
         pod.run(["ip", "route", "add", ETH1_ONLY_NET, "via", WORLD_ETH1, "dev", "eth1"])
         pod.run(["ip", "-6", "route", "add", "default", "via", WORLD6_ETH0, "dev", "eth0"])
         pod.run(["ip", "-6", "route", "add", ETH1_ONLY_NET6, "via", WORLD6_ETH1, "dev", "eth1"])
-        # The world needs no route back: it only ever answers 10.99.0.2 / 10.98.0.2,
-        # which are on its connected subnets (REDIRECT/TPROXY make every destination local).
+        # The world needs no route back: it only ever answers 10.99.0.2 / 10.98.0.2 (and
+        # fd99::2 / fd98::2), which are on its connected subnets (REDIRECT/TPROXY make every destination local).
         world.run(["ip", "rule", "add", "fwmark", "1", "lookup", "100"])
         world.run(["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"])
         world.run(["ip", "-6", "rule", "add", "fwmark", "1", "lookup", "100"])
