@@ -249,10 +249,12 @@ def labs() -> Iterator[tuple[nl.PodWorld, nl.PodWorld]]:
     """Two pod worlds, built side by side: FSM's and nftredir's."""
     with contextlib.ExitStack() as stack:
         worlds = [nl.pod_world(LISTENING), nl.pod_world(LISTENING)]
-        built = in_parallel(*(w.__enter__ for w in worlds))
-        for world in worlds:
-            stack.push(world.__exit__)
-        yield tuple(built)
+        with concurrent.futures.ThreadPoolExecutor(len(worlds)) as pool:
+            futures = [pool.submit(world.__enter__) for world in worlds]
+        for world, future in zip(worlds, futures):
+            if future.exception() is None:  # whichever was built is torn down, whatever failed
+                stack.push(world.__exit__)
+        yield tuple(future.result() for future in futures)
 
 
 _fsm_cache: dict[str, list[Verdict]] = {}
