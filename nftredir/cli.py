@@ -25,6 +25,7 @@ class RenderFormat(str, Enum):
     nft = "nft"
     json = "json"
     iptables = "iptables"
+    ip6tables = "ip6tables"
 
 
 class ReportFormat(str, Enum):
@@ -166,7 +167,7 @@ def _refuse_unless_ours(kernel: Any, table: str, source: str, action: str) -> No
 @with_config()
 def render(
     config: Config,
-    format: Annotated[RenderFormat, typer.Option("--format", "-f", help="nft: `nft -f` input; json: the libnftables batch apply sends; iptables: the `iptables-restore --noflush` input FSM's init container runs for the same options (refused, exit 2, for a port list longer than multiport's 15).")] = RenderFormat.nft,
+    format: Annotated[RenderFormat, typer.Option("--format", "-f", help="nft: `nft -f` input; json: the libnftables batch apply sends; iptables: the `iptables-restore --noflush` input FSM's init container runs for the same options (refused, exit 2, for a port list longer than multiport's 15), with --ip-family dual followed by its IPv6 counterpart for `ip6tables-restore` after a '# ip6tables-restore' line; ip6tables: that counterpart alone.")] = RenderFormat.nft,
 ) -> None:
     """Print the ruleset without touching the kernel (no root needed).
 

@@ -31,6 +31,8 @@ HOSTILE = [
     # issue 10: YAML 1.1 number forms, leading zeros, keywords as table names, empty names
     "01500", "1:20", "1_000", "0o17", "0080", "10.0.0.0/08", "ip", "table", "counter", "flush", "", " ",
     "0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255",
+    "dual", "ipv4", "fd00::/8", "2001:db8::/129", "fe80::1%eth0/64", "::ffff:10.0.0.0/104", "10.0.0.5,fd00::5",
+    "fd00::5, 10.0.0.5", "::/0", "[::1]/128", "podip",
 ]
 # Documents that used to crash or mislead: deep nesting, a byte order mark, number forms.
 NUMBER_FORMS = ["01500", "0x50", "1:20", "1_000", "0o17", "1500.0", "+1500", "1e3", ".inf", "0b101", "~", "yes"]
@@ -47,7 +49,8 @@ hostile_text = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=40), st.text
 def assert_validated(config: Config) -> None:
     """The only values a Config can carry."""
     for network in (*config.outbound_ip_range_exclusions, *config.outbound_ip_range_inclusions):
-        assert type(network) is Cidr and 0 <= network.network <= network.last < 2**32 and 0 <= network.prefixlen <= 32
+        assert type(network) is Cidr and 0 <= network.network <= network.last < 2**network.bits
+        assert 0 <= network.prefixlen <= network.bits and (network.version == 4 or config.ip_family == "dual")
     for port in (*config.outbound_port_exclusions, *config.inbound_port_exclusions, *config.probe_ports,
                  config.proxy_admin_port, config.proxy_outbound_port, config.proxy_inbound_port,
                  config.prometheus_port, config.healthcheck_port):
@@ -56,6 +59,7 @@ def assert_validated(config: Config) -> None:
         assert _IFNAME_RE.fullmatch(name) and not set(name) & set('"\\*/:')  # never empty
     assert config.local_proxy_mode in LOCAL_PROXY_MODES
     assert config.pod_ip is None or type(config.pod_ip) is ipaddress.IPv4Address
+    assert config.pod_ip6 is None or (type(config.pod_ip6) is ipaddress.IPv6Address and config.ip_family == "dual")
     assert re.fullmatch(r"[a-z][a-z0-9_]{0,31}", config.table) and config.table not in KEYWORDS
     assert type(config.proxy_uid) is int
     pod_ip = config.pod_ip

@@ -38,6 +38,8 @@ def effective(config: Config, raw: Mapping[str, list[Item]]) -> dict[str, Any]:
             report[name] = [{"value": _plain(v), "source": origin[v]} for v in value]
         else:
             used = items and (name != "pod-ip" or config.pod_ip is not None)
+            if name == "pod-ip" and config.pod_ip6 is not None:  # dual podip: both addresses, as given
+                value = f"{config.pod_ip},{config.pod_ip6}"
             report[name] = {"value": _plain(value), "source": str(items[-1].source) if used else DEFAULT}
     return report
 
