@@ -33,6 +33,9 @@ IPTABLES_HEADER = "# iptables-restore --noflush"
 IP6TABLES_HEADER = "# ip6tables-restore --noflush (the IPv6 counterpart, --ip-family dual)"
 # What plays the part of 127.0.0.1 in each family's rules.
 LOOPBACK = {4: "127.0.0.1", 6: "::1"}
+# The base chains' type, priority and policy: iptables' nat table's priority, as a number because
+# nft 1.0.6 refuses `dstnat` on the output hook.
+BASE_CHAIN = {"type": "nat", "prio": -100, "policy": "accept"}
 # xt_multiport's XT_MULTI_PORTS: iptables refuses a longer --dports list, so FSM's script would fail.
 MULTIPORT_MAX = 15
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -200,6 +203,7 @@ def template_context(config: Config) -> dict[str, Any]:
     interfaces = [_ifname_pattern(name) for name in config.network_interface_exclusions]
     return {
         "table": config.table,
+        "base": BASE_CHAIN,
         "owner_mark": MARK,
         "dual": dual,
         "sets": sets,
