@@ -43,7 +43,7 @@ class Item(NamedTuple):
     """One raw value and the place it came from (a flag, a variable, a file position)."""
 
     text: str
-    source: Any  # a str, or an object whose str() names the place (sources.documents.Where)
+    source: Any  # a str, or an object whose str() names the place (sources.documents.FieldSource)
 
 
 @dataclass(frozen=True)

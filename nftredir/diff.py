@@ -92,13 +92,13 @@ def compare(live: Ruleset | None, desired: Ruleset) -> list[dict[str, Any]]:
         out.append(_difference("table", "changed", desired.table, table_json(live), table_json(desired), fields=fields))
     for name in ordered_names(desired.sets, live.sets):
         have, want = live.sets.get(name), desired.sets.get(name)
-        kind = (want or have).kind  # type: ignore[union-attr]
+        kind = (want or have).object  # type: ignore[union-attr]
         if have is None:
             out.append(_difference(kind, "missing", name, None, set_json(want)))  # type: ignore[arg-type]
         elif want is None:
             out.append(_difference(kind, "extra", name, set_json(have), None))
         elif have != want:
-            fields = [f for f in NamedSet.FIELDS + ("kind",) if getattr(have, f) != getattr(want, f)]
+            fields = [f for f in NamedSet.FIELDS + ("object",) if getattr(have, f) != getattr(want, f)]
             have_elements, want_elements = set(have.elements), set(want.elements)
             out.append(
                 _difference(
@@ -168,7 +168,7 @@ def ruleset_lines(ruleset: Ruleset | None, order: Ruleset | None = None) -> list
         if name not in ruleset.sets:
             continue
         s = ruleset.sets[name]
-        block = [f"\t{s.kind} {s.name} {{", f"\t\ttype {s.type}"]
+        block = [f"\t{s.object} {s.name} {{", f"\t\ttype {s.type}"]
         if s.flags:
             block.append(f"\t\tflags {','.join(s.flags)}")
         if s.elements:

@@ -9,8 +9,15 @@ EXIT_INTERNAL = 4  # a bug in nftredir: reported in one line all the same
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a tool its pipe's reader left
 
 
-def describe(text: str, limit: int = 60) -> str:
-    """Quote a user's value for a one-line message: escaped, and cut when long."""
+def describe(value: object, limit: int = 60) -> str:
+    """Quote a user's value for a one-line message: escaped, and cut when long. A value that is
+    not text (a YAML mapping, a list) is shown bounded, whatever its size or nesting."""
+    if not isinstance(value, str):
+        import reprlib
+
+        shown = reprlib.repr(value)  # already quoted where it holds text
+        return shown if len(shown) <= limit else shown[:limit] + "…"
+    text = value
     shown = text if len(text) <= limit else text[:limit]
     quoted = repr(shown)
     if len(text) > limit:
@@ -29,8 +36,8 @@ class ConfigError(NftredirError):
 
     exit_code = EXIT_INVALID
 
-    def __init__(self, source: object, value: str, reason: str) -> None:
-        # A source may be a lazy description of a file position (sources.documents.Where).
+    def __init__(self, source: object, value: object, reason: str) -> None:
+        # A source may be a lazy description of a file position (sources.documents.FieldSource).
         self.source, self.value, self.reason = str(source), value, reason
         super().__init__(f"{self.source}: {describe(value)}: {reason}")
 

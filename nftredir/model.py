@@ -71,7 +71,7 @@ class NamedSet:
     type: str
     flags: tuple[str, ...] = ()
     elements: tuple[str, ...] = ()  # canonical text, in canonical order
-    kind: str = "set"  # "set" or "map"
+    object: str = "set"  # "set" or "map": the nft object it is
 
     FIELDS = ("type", "flags", "elements")
 
@@ -94,8 +94,8 @@ class Ruleset:
 # Values and expressions
 
 
-def _is_interval_type(kind: str) -> bool:
-    return kind in ("ipv4_addr", "ipv6_addr", "inet_service")
+def _is_interval_type(datatype: str) -> bool:
+    return datatype in ("ipv4_addr", "ipv6_addr", "inet_service")
 
 
 def _address_or_int(value: Any) -> int | None:
@@ -114,12 +114,12 @@ def _address_or_int(value: Any) -> int | None:
     return None
 
 
-def _bounds(kind: str, value: Any) -> tuple[int, int] | None:
+def _bounds(datatype: str, value: Any) -> tuple[int, int] | None:
     """An element as an inclusive (low, high) interval of integers, or None if it is not one."""
     if isinstance(value, dict) and "prefix" in value:
         prefix = value["prefix"]
         address = _address_or_int(prefix.get("addr")) if isinstance(prefix, dict) else None
-        length, bits = (prefix.get("len") if isinstance(prefix, dict) else None), (32 if kind == "ipv4_addr" else 128)
+        length, bits = (prefix.get("len") if isinstance(prefix, dict) else None), (32 if datatype == "ipv4_addr" else 128)
         if address is None or not isinstance(length, int) or not 0 <= length <= bits:
             return None
         host = (1 << (bits - length)) - 1
@@ -131,10 +131,10 @@ def _bounds(kind: str, value: Any) -> tuple[int, int] | None:
     return (number, number) if number is not None else None
 
 
-def _interval_text(kind: str, low: int, high: int) -> str:
-    if kind == "inet_service":
+def _interval_text(datatype: str, low: int, high: int) -> str:
+    if datatype == "inet_service":
         return str(low) if low == high else f"{low}-{high}"
-    if kind == "ipv4_addr":
+    if datatype == "ipv4_addr":
         blocks = list(islice(cidr.split(low, high), 2))
         if len(blocks) == 1:
             return blocks[0].address if blocks[0].prefixlen == 32 else str(blocks[0])
@@ -147,14 +147,14 @@ def _interval_text(kind: str, low: int, high: int) -> str:
     return f"{first}-{last}"
 
 
-def canonical_elements(kind: str, flags: Iterable[str], elements: Iterable[Any]) -> tuple[str, ...]:
+def canonical_elements(datatype: str, flags: Iterable[str], elements: Iterable[Any]) -> tuple[str, ...]:
     """A set's elements as sorted canonical text; interval sets with adjacent intervals merged."""
     values = [_unwrap_elem(e) for e in elements]
-    if _is_interval_type(kind):
-        bounds = [_bounds(kind, v) for v in values]
+    if _is_interval_type(datatype):
+        bounds = [_bounds(datatype, v) for v in values]
         if all(b is not None for b in bounds):
             if "interval" in flags:
-                return tuple(_interval_text(kind, low, high) for low, high in cidr.merge_intervals(bounds))  # type: ignore[arg-type]
+                return tuple(_interval_text(datatype, low, high) for low, high in cidr.merge_intervals(bounds))  # type: ignore[arg-type]
             return tuple(value_text(v) for _, v in sorted(zip(bounds, values), key=lambda pair: pair[0]))
     return tuple(sorted({value_text(v) for v in values}))
 
@@ -294,17 +294,17 @@ class _Builder:
     def mine(self, obj: dict[str, Any]) -> bool:
         return obj.get("family", FAMILY) == FAMILY and obj.get("table", obj.get("name")) == self.table
 
-    def add_set(self, kind: str, obj: dict[str, Any]) -> None:
+    def add_set(self, object: str, obj: dict[str, Any]) -> None:
         type_ = obj.get("type", "")
         type_ = " . ".join(type_) if isinstance(type_, list) else str(type_)
-        if kind == "map":
+        if object == "map":
             value_type = obj.get("map", "")
             type_ += " : " + (" . ".join(value_type) if isinstance(value_type, list) else str(value_type))
         flags = obj.get("flags", [])
         flags = tuple(sorted([flags] if isinstance(flags, str) else flags))
         elements = obj.get("elem", [])
         self.sets[obj["name"]] = NamedSet(
-            obj["name"], type_, flags, canonical_elements(str(obj.get("type")), flags, elements), kind
+            obj["name"], type_, flags, canonical_elements(str(obj.get("type")), flags, elements), object
         )
 
     def add_chain(self, obj: dict[str, Any]) -> None:

@@ -87,7 +87,7 @@ def test_render_from_meshconfig_and_annotations(mesh_files):
         ({"a": "flomesh.io/outbound-port-exclusion-list=80"}, ["--pod-annotations", "{a}"], {},
          "{a}:1 flomesh.io/outbound-port-exclusion-list: '80': not a Go-quoted string"),
         ({"m": "spec:\n  traffic:\n    outboundPortExclusionList: [{a: 1}]\n"}, ["--mesh-config", "{m}"], {},
-         "{m}:3: spec.traffic.outboundPortExclusionList[0]: \"{{'a': 1}}\": expected an integer, got a mapping"),
+         "{m}:3: spec.traffic.outboundPortExclusionList[0]: {{'a': 1}}: expected an integer, got a mapping"),
         ({"m": "spec: [\n"}, ["--mesh-config", "{m}"], {}, "{m}:2: '': malformed YAML"),
         ({"c": "tabel: x\n"}, ["--config", "{c}"], {}, "{c}:1: 'tabel': unknown key"),
         ({}, ["--config", "{dir}/absent"], {}, "{dir}/absent: '"),  # then the path, cut, and 'cannot read'

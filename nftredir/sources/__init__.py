@@ -63,9 +63,9 @@ def overlay(*layers: Layer) -> Layer:
     return combined
 
 
-def file_paths(flags: Files, environ: Mapping[str, str]) -> Files:
+def file_paths(given: Files, environ: Mapping[str, str]) -> Files:
     """Each file named by its flag, else by its variable (NFTREDIR_CONFIG, ...)."""
-    return Files(*(given or environ.get(var) or None for given, var in zip(flags, FILE_VARIABLES)))
+    return Files(*(path or environ.get(var) or None for path, var in zip(given, FILE_VARIABLES)))
 
 
 def table_layer(flag: str | None, environ: Mapping[str, str], config: str | None = None) -> Layer:

@@ -108,7 +108,7 @@ def _manifest_annotations(doc: Document) -> dict[str, tuple[str, str]]:
     for key in ANNOTATIONS:
         if key in found:
             path = ("metadata", "annotations", key)
-            annotations[key] = (expect(doc, path, found[key], str), doc.where(path))
+            annotations[key] = (expect(doc, path, found[key], str), doc.source(path))
     return annotations
 
 

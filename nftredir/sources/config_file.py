@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nftredir.config import OPTIONS, Item, option_items
 from nftredir.errors import ConfigError
-from nftredir.sources.documents import Document, Where, expect, load_document, shown
+from nftredir.sources.documents import Document, FieldSource, expect, load_document
 
 
 def read_config_file(path: str | Path, only: str | None = None) -> dict[str, list[Item]]:
@@ -28,8 +28,8 @@ def read_config_file(path: str | Path, only: str | None = None) -> dict[str, lis
 
 def _scalar(doc: Document, path: tuple[str | int, ...], value: object, option: str) -> list[Item]:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ConfigError(doc.where(path), shown(value), "expected a string or an integer")
-    return option_items(option, str(value), Where(doc, path))  # spelled out only for a message
+        raise ConfigError(doc.source(path), value, "expected a string or an integer")
+    return option_items(option, str(value), FieldSource(doc, path))  # spelled out only for a message
 
 
 def config_file_layer(doc: Document, only: str | None = None) -> dict[str, list[Item]]:
@@ -42,7 +42,7 @@ def config_file_layer(doc: Document, only: str | None = None) -> dict[str, list[
             continue
         if not isinstance(key, str) or key not in OPTIONS:
             known = ", ".join(OPTIONS)
-            raise ConfigError(doc.at((key if isinstance(key, (str, int)) else str(key),)), shown(key), f"unknown key; the keys are: {known}")
+            raise ConfigError(doc.location((key if isinstance(key, (str, int)) else str(key),)), key, f"unknown key; the keys are: {known}")
         is_list = OPTIONS[key].is_list
         if is_list and value is None:
             layer[key] = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import reprlib
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, BinaryIO, NamedTuple
 from nftredir.config import Item
 from nftredir.errors import ConfigError
 
-Path_ = tuple[str | int, ...]
+FieldPath = tuple[str | int, ...]
 _STR_TAG = "tag:yaml.org,2002:str"
 _INT_TAG = "tag:yaml.org,2002:int"
 _NUMBER_TAGS = (_INT_TAG, "tag:yaml.org,2002:float")
@@ -32,12 +31,7 @@ def display_path(path: str | Path) -> str:
     return text if text.isprintable() else repr(text)
 
 
-def shown(value: Any) -> str:
-    """A value for an error message, bounded whatever its size or nesting."""
-    return value if isinstance(value, str) else reprlib.repr(value)
-
-
-def format_path(path: Path_) -> str:
+def format_path(path: FieldPath) -> str:
     """('spec', 'traffic', 'x', 3) -> 'spec.traffic.x[3]'; odd keys are quoted: a['b/c']."""
     out = ""
     for part in path:
@@ -56,29 +50,29 @@ class Document:
 
     name: str
     data: Any
-    lines: dict[Path_, int] = field(default_factory=dict)
+    lines: dict[FieldPath, int] = field(default_factory=dict)
 
-    def at(self, path: Path_) -> str:
+    def location(self, path: FieldPath) -> str:
         """'file:line' of the value at `path` (or just 'file')."""
         line = self.lines.get(path)
         return f"{self.name}:{line}" if line else self.name
 
-    def where(self, path: Path_) -> str:
+    def source(self, path: FieldPath) -> str:
         """The source of the value at `path`: 'file:line: a.b[3]' (or 'file: a.b[3]')."""
-        head = self.at(path)
+        head = self.location(path)
         return f"{head}: {format_path(path)}" if path else head
 
 
-class Where(NamedTuple):
-    """The source of the value at `path`, spelled out (`Document.where`) only when a message
+class FieldSource(NamedTuple):
+    """The source of the value at `path`, spelled out (`Document.source`) only when a message
     shows it: a MeshConfig can hold 50,000 CIDRs, and formatting each source up front costs more
     than validating the value."""
 
     doc: Document
-    path: Path_
+    path: FieldPath
 
     def __str__(self) -> str:
-        return self.doc.where(self.path)
+        return self.doc.source(self.path)
 
 
 # Far above any real file: Kubernetes objects are at most ~1.5 MB (etcd's limit), and a
@@ -192,11 +186,11 @@ def _load_json(text: str, name: str) -> Any:
         raise ConfigError(name, text[:20], f"malformed JSON: {exc}") from None
 
 
-def _load_yaml(text: str, name: str, numbers_as_text: bool = False) -> tuple[Any, dict[Path_, int]]:
+def _load_yaml(text: str, name: str, numbers_as_text: bool = False) -> tuple[Any, dict[FieldPath, int]]:
     import yaml
 
     loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    lines: dict[Path_, int] = {}
+    lines: dict[FieldPath, int] = {}
     loader = None
     try:
         if _depth_bound(text) > MAX_DEPTH:
@@ -238,12 +232,12 @@ class _Walker:
     costs no more than its text, and a self-referencing one cannot loop.
     """
 
-    def __init__(self, loader: Any, lines: dict[Path_, int], name: str, numbers_as_text: bool = False) -> None:
+    def __init__(self, loader: Any, lines: dict[FieldPath, int], name: str, numbers_as_text: bool = False) -> None:
         self.loader, self.lines, self.name = loader, lines, name
         self.numbers_as_text = numbers_as_text
         self.built: dict[int, Any] = {}
 
-    def value(self, node: Any, path: Path_) -> Any:
+    def value(self, node: Any, path: FieldPath) -> Any:
         import yaml
 
         self.lines.setdefault(path, node.start_mark.line + 1)
@@ -258,10 +252,10 @@ class _Walker:
                 try:
                     duplicate = key in result
                 except TypeError:  # an unhashable key, e.g. a list
-                    raise ConfigError(f"{self.name}:{key_node.start_mark.line + 1}", shown(key), "not a valid key") from None
+                    raise ConfigError(f"{self.name}:{key_node.start_mark.line + 1}", key, "not a valid key") from None
                 if duplicate:
                     where = f"{self.name}:{key_node.start_mark.line + 1}"
-                    raise ConfigError(where, shown(key), "duplicate key")
+                    raise ConfigError(where, key, "duplicate key")
                 part = key if isinstance(key, (str, int)) else str(key)
                 result[key] = self.value(value_node, (*path, part))
             return result
@@ -299,26 +293,26 @@ def _type_name(value: Any) -> str:
     return _TYPE_NAMES.get(type(value), f"a {type(value).__name__}")
 
 
-def _is(value: Any, kind: type) -> bool:
-    return isinstance(value, kind) and not isinstance(value, bool)
+def _is(value: Any, expected: type) -> bool:
+    return isinstance(value, expected) and not isinstance(value, bool)
 
 
-def expect(doc: Document, path: Path_, value: Any, kind: type) -> Any:
-    """`value` if it is of `kind`, else a ConfigError naming the field path."""
-    if not _is(value, kind):
-        raise ConfigError(doc.where(path), shown(value), f"expected {_TYPE_NAMES[kind]}, got {_type_name(value)}")
+def expect(doc: Document, path: FieldPath, value: Any, expected: type) -> Any:
+    """`value` if it is of the `expected` type, else a ConfigError naming the field path."""
+    if not _is(value, expected):
+        raise ConfigError(doc.source(path), value, f"expected {_TYPE_NAMES[expected]}, got {_type_name(value)}")
     return value
 
 
-def expect_resource(doc: Document, kind: str, reason: str) -> dict[str, Any]:
-    """The document's top-level mapping, refused when it names another `kind` of resource."""
+def expect_resource(doc: Document, resource: str, reason: str) -> dict[str, Any]:
+    """The document's top-level mapping, refused when its `kind` names another resource."""
     root = expect(doc, (), doc.data, dict)
     found = root.get("kind")
-    if found is not None and found != kind:
-        raise ConfigError(doc.where(("kind",)), shown(found), reason)
+    if found is not None and found != resource:
+        raise ConfigError(doc.source(("kind",)), found, reason)
     return root
 
 
-def scalar_item(doc: Document, path: Path_, value: Any, kind: type) -> Item:
+def scalar_item(doc: Document, path: FieldPath, value: Any, expected: type) -> Item:
     """One list element or scalar as an Item whose text is exactly what the file said."""
-    return Item(str(expect(doc, path, value, kind)), Where(doc, path))
+    return Item(str(expect(doc, path, value, expected)), FieldSource(doc, path))

@@ -28,7 +28,7 @@ def mesh_config_layer(doc: Document) -> dict[str, list[Item]]:
     expect(doc, ("spec",), spec, dict)
     layer: dict[str, list[Item]] = {}
     for name, option in FIELDS.items():
-        section, field, kind = option.mesh  # type: ignore[misc]
+        section, field, item_type = option.mesh  # type: ignore[misc]
         block = spec.get(section)
         if block is None:
             continue
@@ -39,7 +39,7 @@ def mesh_config_layer(doc: Document) -> dict[str, list[Item]]:
         field_path = ("spec", section, field)
         if option.is_list:
             expect(doc, field_path, values, list)
-            layer[name] = [scalar_item(doc, (*field_path, i), v, kind) for i, v in enumerate(values)]
+            layer[name] = [scalar_item(doc, (*field_path, i), v, item_type) for i, v in enumerate(values)]
         else:
-            layer[name] = [scalar_item(doc, field_path, values, kind)]
+            layer[name] = [scalar_item(doc, field_path, values, item_type)]
     return layer
