@@ -157,10 +157,13 @@ def _table_source(config: Config) -> str:
 
 def _refuse_unless_ours(kernel: Any, table: str, source: str, action: str) -> None:
     """Before a replace or delete: the live table of that name, if any, must be nftredir's."""
+    text = kernel.table_text(table)
+    if text is None:
+        return  # nothing there: nothing to replace or delete
     from nftredir import ownership
     from nftredir.render import owned_chains
 
-    ownership.check(kernel.table_text(table), table, source, owned_chains(table), action)
+    ownership.check(text, table, source, owned_chains(table), action)
 
 
 @app.command()
@@ -419,12 +422,23 @@ class _Output:
         return getattr(self._stream, name)
 
 
+def _only_the_invoked_command(argv: list[str]) -> None:
+    """Keep only the command this run invokes, so typer builds one command's click objects,
+    not every command's: an init container pays for each at every pod start. Without a known
+    command name (`nftredir --help`, a typo) every command stays, for the listing or the error."""
+    name = next((arg for arg in argv if not arg.startswith("-")), None)
+    chosen = [info for info in app.registered_commands if (info.name or info.callback.__name__) == name]
+    if chosen:
+        app.registered_commands = chosen
+
+
 def main() -> None:
     """Entry point: every failure becomes one line on stderr and a documented exit code."""
     stdout = sys.stdout
     sys.stdout = _Output(stdout)  # type: ignore[assignment]
     try:
         try:
+            _only_the_invoked_command(sys.argv[1:])
             app()
             code: Any = 0
         except SystemExit as exc:

@@ -12,7 +12,9 @@ with `::1/128` for `127.0.0.1/32` and the IPv6 lists).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import sys
 from collections.abc import Iterable
@@ -96,41 +98,63 @@ def template_dir() -> Path:
     return installed if installed.is_dir() else here.parent / "templates"
 
 
-def _bytecode_cache(directory: Path):  # -> jinja2.BytecodeCache
-    """Compiled templates kept in templates/__pycache__, as Python keeps compiled modules.
+def cache_dirs() -> list[Path]:
+    """Where compiled templates are kept, first found first: templates/__pycache__ beside the
+    templates (warmed when the image is built), then the user's cache, for a plain `pip install`
+    whose package directory is read-only: $NFTREDIR_CACHE_DIR, else $XDG_CACHE_HOME/nftredir,
+    else ~/.cache/nftredir."""
+    user = os.environ.get("NFTREDIR_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nftredir")
+    return [template_dir() / "__pycache__", Path(user)]
+
+
+def _bytecode_cache(directories: list[Path]):  # -> jinja2.BytecodeCache
+    """Compiled templates, kept as Python keeps compiled modules.
 
     Compiling the templates costs more than the rest of a render; an init container renders
-    once per pod start, so it loads them compiled (the image warms the cache at build time).
-    Like Python, it honours PYTHONDONTWRITEBYTECODE, and a read-only install just compiles.
+    once per pod start, so it loads them compiled. A template is read from the first directory
+    that has it and, once compiled, written to the first that can be written. Like Python, it
+    writes nothing under PYTHONDONTWRITEBYTECODE, and a directory it cannot write is skipped.
     """
     import jinja2
 
-    class Cache(jinja2.FileSystemBytecodeCache):
+    class Cache(jinja2.BytecodeCache):
+        def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+            for directory in directories:
+                try:
+                    with open(directory / f"__jinja2_{bucket.key}.cache", "rb") as file:
+                        bucket.load_bytecode(file)
+                except (OSError, ValueError, EOFError):
+                    bucket.reset()
+                if bucket.code is not None:
+                    return
+
         def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
             if sys.dont_write_bytecode:
                 return
-            try:
-                directory.mkdir(exist_ok=True)
-                super().dump_bytecode(bucket)
-            except OSError:
-                pass
+            for directory in directories:
+                target = directory / f"__jinja2_{bucket.key}.cache"
+                partial = target.with_name(f".{target.name}.{os.getpid()}")
+                try:
+                    directory.mkdir(parents=True, exist_ok=True)
+                    with open(partial, "wb") as file:
+                        bucket.write_bytecode(file)
+                    os.replace(partial, target)  # never a half-written file for another reader
+                    return
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        partial.unlink()
 
-        def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-            try:
-                super().load_bytecode(bucket)
-            except (OSError, ValueError, EOFError):
-                bucket.reset()
-
-    return Cache(str(directory))
+    return Cache()
 
 
-def make_environment(templates: Path, cache: Path):  # -> jinja2.Environment
-    """The templates with nftredir's filters, compiled templates cached in `cache`."""
+def make_environment(templates: Path, caches: list[Path]):  # -> jinja2.Environment
+    """The templates with nftredir's filters, compiled templates cached in `caches`."""
     import jinja2
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates),
-        bytecode_cache=_bytecode_cache(cache),
+        bytecode_cache=_bytecode_cache(caches),
         autoescape=False,  # escaping is per format, by the filters below
         trim_blocks=True,
         lstrip_blocks=True,
@@ -151,7 +175,7 @@ def make_environment(templates: Path, cache: Path):  # -> jinja2.Environment
 
 @cache
 def _environment():  # -> jinja2.Environment; jinja2 is imported only when rendering
-    return make_environment(template_dir(), template_dir() / "__pycache__")
+    return make_environment(template_dir(), cache_dirs())
 
 
 def _ifname_pattern(name: str) -> str:

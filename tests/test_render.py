@@ -120,10 +120,10 @@ def test_iptables_render_refuses_more_ports_than_multiport_takes(option):
     assert render(config, "nft") and render(config_of(**{option: ",".join(map(str, range(1, 16)))}), "iptables")
 
 
-def _load_with_cache(directory):
+def _load_with_cache(*directories):
     from nftredir.render import make_environment, template_dir
 
-    return make_environment(template_dir(), directory).get_template("nft.j2")
+    return make_environment(template_dir(), list(directories)).get_template("nft.j2")
 
 
 def test_compiled_templates_are_cached_like_python_bytecode(tmp_path, monkeypatch):
@@ -139,3 +139,29 @@ def test_an_unwritable_cache_only_costs_a_compile(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.dont_write_bytecode", False)
     (tmp_path / "file").write_text("not a directory")
     assert _load_with_cache(tmp_path / "file" / "cache").module is not None
+
+
+def test_a_read_only_package_caches_in_the_next_directory_and_reads_it_back(tmp_path, monkeypatch):
+    """A plain pip install into a read-only place: the user's cache takes the compiled template,
+    and the next run loads it from there instead of compiling."""
+    monkeypatch.setattr("sys.dont_write_bytecode", False)
+    (tmp_path / "read-only").write_text("not a directory")
+    package, user = tmp_path / "read-only" / "__pycache__", tmp_path / "user"
+    _load_with_cache(package, user)
+    (cached,) = user.iterdir()
+    import jinja2
+
+    compiled = []
+    monkeypatch.setattr(jinja2.Environment, "compile", lambda *a, **k: compiled.append(a) or 1 / 0)
+    assert _load_with_cache(package, user).module is not None and not compiled
+    assert cached.exists()
+
+
+def test_the_user_cache_is_named_by_the_environment(monkeypatch, tmp_path):
+    from nftredir.render import cache_dirs
+
+    monkeypatch.setenv("NFTREDIR_CACHE_DIR", str(tmp_path / "c"))
+    assert cache_dirs()[1] == tmp_path / "c"
+    monkeypatch.delenv("NFTREDIR_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert cache_dirs()[1] == tmp_path / "x" / "nftredir"
