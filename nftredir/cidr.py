@@ -144,14 +144,35 @@ def merge(cidrs: Iterable[Cidr]) -> list[Cidr]:
     """The same addresses as the fewest CIDRs, in address order. All of one IP version.
 
     nft 1.0.6 refuses overlapping intervals in a set even with auto-merge, so overlapping and
-    adjacent ranges are merged here, deterministically; what they match does not change.
+    adjacent ranges are merged here, deterministically; what they match does not change. A
+    range that merges with nothing stays the Cidr it was (the common case, kept cheap: tens of
+    thousands of ranges, plain ints and tuples, no per-range call).
     """
-    given = {(c.network, c.last): c for c in cidrs}  # a range that merged with nothing stays as given
-    version = next(iter(given.values())).version if given else 4
-    return [
-        c for first, last in merge_intervals(given)
-        for c in ((given[(first, last)],) if (first, last) in given else split(first, last, version))
-    ]
+    ordered = sorted(cidrs)
+    if not ordered:
+        return []
+    version = ordered[0].version
+    host = _ALL if version == 4 else _ALL6
+    out: list[Cidr] = []
+    first, last, alone = -1, -2, None
+    for block in ordered:
+        low = block.network
+        high = low | (host >> block.prefixlen)
+        if low <= last + 1:
+            if high > last:
+                last = high
+            alone = None
+            continue
+        if alone is not None:
+            out.append(alone)
+        elif first >= 0:
+            out.extend(split(first, last, version))
+        first, last, alone = low, high, block
+    if alone is not None:
+        out.append(alone)
+    else:
+        out.extend(split(first, last, version))
+    return out
 
 
 def by_version(cidrs: Iterable[Cidr], version: int) -> tuple[Cidr, ...]:

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import sys
+from socket import inet_ntoa
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -70,10 +71,12 @@ def _json_elements(values: Iterable[int | Cidr]) -> str:
     for value in values:
         if not isinstance(value, Cidr):
             parts.append(str(int(value)))
-        elif value.is_host:
-            parts.append(f'"{value.address}"')
+            continue
+        address = inet_ntoa(value.network.to_bytes(4, "big")) if value.version == 4 else value.address
+        if value.prefixlen == (32 if value.version == 4 else 128):
+            parts.append(f'"{address}"')
         else:
-            parts.append(f'{{"prefix": {{"addr": "{value.address}", "len": {value.prefixlen}}}}}')
+            parts.append(f'{{"prefix": {{"addr": "{address}", "len": {value.prefixlen}}}}}')
     return f"[{', '.join(parts)}]"
 
 
@@ -206,10 +209,10 @@ def template_context(config: Config) -> dict[str, Any]:
     """The values the templates see: validated, normalised, and in FSM's rule order."""
     dual = config.ip_family == "dual"
     exclusions, exclusions6, inclusions, inclusions6 = (
-        cidr.merge(cidr.by_version(cidrs, version))
+        cidr.merge(cidrs if version == 4 and not dual else cidr.by_version(cidrs, version)) if version == 4 or dual else []
         for cidrs in (config.outbound_ip_range_exclusions, config.outbound_ip_range_inclusions)
         for version in (4, 6)
-    )
+    )  # in ipv4 mode every range is IPv4 (nftredir.config refuses the rest)
     outbound_ports = tuple(sorted(config.outbound_port_exclusions))
     inbound_ports = tuple(sorted(config.inbound_port_exclusions))
     sets = [
