@@ -143,6 +143,11 @@ def with_config(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log the batch sent to libnftables on stderr.")]
+Timeout = Annotated[
+    Optional[float],
+    typer.Option("--timeout", metavar="S", min=0.05, max=60.0,
+                 help="validate: seconds each test connection may take. [default: 0.5]"),
+]
 
 
 def _kernel(verbose: bool):  # -> nftredir.kernel.Kernel
@@ -196,6 +201,10 @@ def apply(
         bool, typer.Option("--diff", help="First print what this apply changes: `nftredir diff`'s text, - live, + desired.")
     ] = False,
     verbose: Verbose = False,
+    validate: Annotated[
+        bool, typer.Option("--validate", help="Then run `nftredir validate` and exit 1 if the redirect does not hold.")
+    ] = False,
+    timeout: Timeout = None,
 ) -> None:
     """Replace table inet nftredir with the ruleset, in one kernel transaction.
 
@@ -208,6 +217,7 @@ def apply(
 
     kernel = _kernel(verbose)
     batch, table = render(config, "json"), config.table
+    checked = config if validate and not dry_run else None
     del config  # the batch text is all the kernel needs: a 50,000-CIDR Config need not outlive it
     if show_diff:
         import json
@@ -219,6 +229,9 @@ def apply(
     kernel.send(batch, dry_run=dry_run)
     if dry_run:
         print(f"dry run: the kernel accepted the ruleset for table inet {table}; nothing was committed")
+    if checked is not None:
+        del batch
+        _validate(checked, kernel, "text", timeout)
 
 
 Format = Annotated[str, typer.Option("--format", "-f", help="text: for a person; json: for machines (shape below).")]
@@ -295,6 +308,54 @@ def status(config: Config, format: Format = "text", verbose: Verbose = False) ->
     _check_format(format)
     report = status_report(_kernel(verbose).list_table(config.table), render_batch(config), config.table)
     sys.stdout.write(json.dumps(report, indent=2) + "\n" if format == "json" else format_text(report))
+
+
+_VALIDATE_EPILOG = """\b
+Checks: table, outbound-redirect, proxy-bypass, excluded-ip-range, excluded-port,
+excluded-interface, inbound-reentry, podip-dnat (those the configuration and routes allow).
+JSON: {"table": {"family", "name"}, "timeout": S, "ok": bool,
+  "checks": [{"name", "status": "pass"|"fail"|"skip", "summary", "expected", "got"}]}
+  Full description: README, "nftredir validate".
+
+\b
+Exit codes: 0 every check holds (skipped ones say why); 1 a check failed; 2 invalid input or
+usage; 3 the system refused (not root, libnftables missing)."""
+
+
+def _validate(config: Config, kernel, format: str, timeout: float | None) -> None:
+    """Run the checks, print them, exit 1 if one failed (shared by validate and apply --validate)."""
+    import json
+
+    from nftredir import validate
+
+    if os.geteuid() != 0:
+        from nftredir.errors import SystemRefused
+
+        raise SystemRefused("validate needs root: it connects as the app's and the sidecar's UIDs")
+    timeout = validate.DEFAULT_TIMEOUT if timeout is None else timeout
+    results = validate.validate(config, kernel.list_table(config.table) is not None, timeout)
+    if format == "json":
+        sys.stdout.write(json.dumps(validate.report(config, results, timeout), indent=2) + "\n")
+    else:
+        sys.stdout.write(validate.format_text(results))
+    if any(r.status == "fail" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("validate", epilog=_VALIDATE_EPILOG)
+@with_config
+def validate_command(config: Config, format: Format = "text", timeout: Timeout = None, verbose: Verbose = False) -> None:
+    """Prove the redirect with real connections: run in the pod's namespace before the sidecar.
+
+    Binds throwaway listeners on 127.0.0.1 at the outbound and inbound listener ports, then
+    connects as an app UID and as the proxy UID and reads where each connection lands
+    (SO_ORIGINAL_DST). A port already in use (the sidecar runs) skips the checks that need it.
+    Redirected connections never leave the pod; see the README for what the others send.
+
+    Example: nftredir validate --outbound-port-exclusion-list 6379 --format json
+    """
+    _check_format(format)
+    _validate(config, _kernel(verbose), format, timeout)
 
 
 @app.command()
