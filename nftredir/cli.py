@@ -358,6 +358,44 @@ def validate_command(config: Config, format: Format = "text", timeout: Timeout =
     _validate(config, _kernel(verbose), format, timeout)
 
 
+_DOCTOR_EPILOG = """\b
+Checks: privilege, libnftables, json, kernel-batch, kernel-feature: (inet nat chains, meta
+skuid, interval sets, redirect, dnat, comments), drift, other-nftredir, mesh-iptables,
+other-nat-chains, legacy-xtables, nft-version, table-writer.
+JSON: {"ok": bool, "counts": {"ok", "warning", "problem", "skipped"},
+  "checks": [{"name", "status": "ok"|"warning"|"problem"|"skipped", "summary", "advice", "details": [...]}]}
+  Full description: README, "nftredir doctor".
+
+\b
+Exit codes: 0 no problems (warnings do not fail); 1 at least one problem; 2 invalid input or
+usage; 3 the system refused in a way doctor cannot report on."""
+
+
+@app.command(epilog=_DOCTOR_EPILOG)
+@with_config
+def doctor(config: Config, format: Format = "text") -> None:
+    """Check what the redirect depends on: privilege, libnftables and its JSON support, the
+    kernel's support for each feature the ruleset uses (dry runs), other redirection in the
+    namespace (mesh iptables rules, other nat chains, a second nftredir table, legacy
+    xtables), nft version skew, and drift from these options. Changes nothing.
+
+    Example: nftredir doctor --mesh-config mesh.yaml --pod-annotations /etc/podinfo/annotations
+    """
+    import json
+
+    from nftredir import doctor as checks
+    from nftredir.render import render_batch
+
+    _check_format(format)
+    findings = checks.doctor(config, render_batch(config))
+    if format == "json":
+        sys.stdout.write(json.dumps(checks.report(findings), indent=2) + "\n")
+    else:
+        sys.stdout.write(checks.format_text(findings))
+    if any(f.status == checks.PROBLEM for f in findings):
+        raise typer.Exit(1)
+
+
 @app.command()
 def remove(
     table: Annotated[

@@ -114,6 +114,13 @@ class Kernel:
             raise SystemRefused(f"could not list table inet {table}: {' '.join(error.split())}")
         return json.loads(output)
 
+    def list_ruleset(self) -> dict[str, Any]:
+        """Every table of the namespace, every family, as libnftables JSON (for nftredir doctor)."""
+        rc, output, error = self._run(json.dumps({"nftables": [{"list": {"ruleset": None}}]}), dry_run=False)
+        if rc != 0:
+            raise SystemRefused(f"could not list the ruleset: {' '.join(error.split())}")
+        return json.loads(output)
+
 
 def remove_batch(table: str) -> dict[str, Any]:
     """Deletes `inet <table>`; adding it first makes the delete succeed when it is absent."""
