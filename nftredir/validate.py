@@ -82,9 +82,10 @@ def _iface_excluded(iface: str, patterns: tuple[str, ...]) -> bool:
 
 def _candidates(ranges: list[Cidr], routes: list[Route], config: Config) -> list[int]:
     """Addresses worth trying, harmless ones first: in or at the edges of the given ranges."""
-    near = [r.network + (r.prefixlen < 32) for r in ranges] + [r.last for r in ranges]
-    edges = [r.last + 1 for r in config.outbound_ip_range_exclusions if r.last < 0xFFFFFFFF]
-    return list(dict.fromkeys([*_HARMLESS, *near, *edges, *(r.dst.network + 1 for r in routes)]))
+    first = [r.network + (r.prefixlen < 32) for r in ranges]
+    past_exclusions = [r.last + 1 for r in config.outbound_ip_range_exclusions if r.last < 0xFFFFFFFF]
+    last = [r.last - (r.prefixlen < 31) for r in ranges]  # not the broadcast-looking last address
+    return list(dict.fromkeys([*_HARMLESS, *first, *past_exclusions, *last, *(r.dst.network + 1 for r in routes)]))
 
 
 class _Namespace:
