@@ -319,7 +319,7 @@ JSON: {"table": {"family", "name"}, "timeout": S, "ok": bool,
 
 \b
 Exit codes: 0 every check holds (skipped ones say why); 1 a check failed; 2 invalid input or
-usage; 3 the system refused (not root, libnftables missing)."""
+usage; 3 the system refused (no CAP_NET_ADMIN, libnftables missing)."""
 
 
 def _validate(config: Config, kernel, format: str, timeout: float | None) -> None:
@@ -328,10 +328,6 @@ def _validate(config: Config, kernel, format: str, timeout: float | None) -> Non
 
     from nftredir import validate
 
-    if os.geteuid() != 0:
-        from nftredir.errors import SystemRefused
-
-        raise SystemRefused("validate needs root: it connects as the app's and the sidecar's UIDs")
     timeout = validate.DEFAULT_TIMEOUT if timeout is None else timeout
     results = validate.validate(config, kernel.list_table(config.table) is not None, timeout)
     if format == "json":
@@ -349,7 +345,8 @@ def validate_command(config: Config, format: Format = "text", timeout: Timeout =
 
     Binds throwaway listeners on 127.0.0.1 at the outbound and inbound listener ports, then
     connects as an app UID and as the proxy UID and reads where each connection lands
-    (SO_ORIGINAL_DST). A port already in use (the sidecar runs) skips the checks that need it.
+    (SO_ORIGINAL_DST). A port already in use (the sidecar runs) skips the checks that need it;
+    so does a missing CAP_SETUID/CAP_SETGID the checks that need another UID than its own.
     Redirected connections never leave the pod; see the README for what the others send.
 
     Example: nftredir validate --outbound-port-exclusion-list 6379 --format json

@@ -111,13 +111,14 @@ def _child(probe: Probe, timeout: float, report: int, done: int) -> None:
     def say(**message: object) -> None:
         os.write(report, (json.dumps(message) + "\n").encode())
 
-    try:
-        os.setgroups([])
-        os.setresgid(probe.uid, probe.uid, probe.uid)
-        os.setresuid(probe.uid, probe.uid, probe.uid)
-    except OSError as exc:
-        say(connect=f"could not become UID {probe.uid}: {exc.strerror}")
-        return
+    if probe.uid != os.geteuid():
+        try:
+            os.setgroups([])
+            os.setresgid(probe.uid, probe.uid, probe.uid)
+            os.setresuid(probe.uid, probe.uid, probe.uid)
+        except OSError as exc:
+            say(connect=f"could not become UID {probe.uid}: {exc.strerror}")
+            return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("0.0.0.0", 0))  # a source port of its own, to be told apart by
         say(port=sock.getsockname()[1])

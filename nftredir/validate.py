@@ -25,6 +25,7 @@ SYN-SENT), so at most one SYN (plus a retransmission with a timeout over a secon
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -120,10 +121,17 @@ def _port(config: Config, taken: tuple[int, ...] = ()) -> int:
     return next(p for p in _PORTS if p not in config.outbound_port_exclusions and p not in taken)
 
 
-def plan(config: Config, routes: list[Route], local: set[int]) -> list[Check]:
-    """The checks for this configuration in a namespace with these routes and local addresses."""
+def plan(config: Config, routes: list[Route], local: set[int], only_uid: int | None = None) -> list[Check]:
+    """The checks for this configuration in a namespace with these routes and local addresses.
+
+    `only_uid`: the one UID connections can come from, when this process cannot switch UIDs
+    (no CAP_SETUID/CAP_SETGID); it then stands in as the app (unless it is the proxy's UID),
+    and the checks that need another UID are skipped, saying why.
+    """
     ns = _Namespace(config, routes, local)
     app = next(uid for uid in APP_UIDS if uid != config.proxy_uid)
+    if only_uid is not None and only_uid != config.proxy_uid:
+        app = only_uid
     proxy = config.proxy_uid
     checks: list[Check] = []
     where = "an included range" if config.outbound_ip_range_inclusions else "a routed, not excluded address"
@@ -176,7 +184,27 @@ def plan(config: Config, routes: list[Route], local: set[int]) -> list[Check]:
             else Check("podip-dnat", "the proxy calling 127.0.0.1 is sent to the pod IP",
                        skip=f"the pod IP {config.pod_ip} is not an address of this namespace")
         )
-    return checks
+    if only_uid is None:
+        return checks
+    return [
+        Check(c.name, c.what, skip=f"connecting as UID {c.probe.uid} needs CAP_SETUID and CAP_SETGID, which this "
+              "process lacks (FSM's securityContext adds NET_ADMIN only): add both to check this")
+        if c.probe and c.probe.uid != only_uid else c
+        for c in checks
+    ]
+
+
+CAP_SETGID, CAP_SETUID = 6, 7
+
+
+def switchable(status: str = "/proc/self/status") -> bool:
+    """Whether this process may act as other UIDs (CAP_SETUID and CAP_SETGID, effective)."""
+    with open(status) as lines:
+        for line in lines:
+            if line.startswith("CapEff:"):
+                caps = int(line.split()[1], 16)
+                return bool(caps >> CAP_SETUID & 1 and caps >> CAP_SETGID & 1)
+    return False
 
 
 def _landing_text(landing: Landing) -> str:
@@ -216,7 +244,8 @@ def validate(config: Config, table_installed: bool, timeout: float = DEFAULT_TIM
     """Run every check in this namespace; the results in plan order."""
     from nftredir import netinfo, probes
 
-    checks = plan(config, netinfo.routes(), netinfo.local_addresses())
+    only_uid = None if switchable() else os.geteuid()
+    checks = plan(config, netinfo.routes(), netinfo.local_addresses(), only_uid)
     results: list[Result] = [
         Result("table", "pass", f"table inet {config.table} is installed")
         if table_installed

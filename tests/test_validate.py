@@ -240,7 +240,23 @@ def test_no_route_skips_the_outbound_checks_plainly(pod):
     assert statuses(report)["inbound-reentry"] == "pass"
 
 
-def test_validate_needs_root(pod):
+def test_under_fsms_security_context_it_checks_what_root_alone_can(pod):
+    """runAsUser 0 with capabilities drop ALL, add NET_ADMIN: no switching UIDs."""
+    assert pod.nftredir("apply").returncode == 0
+    result = subprocess.run(
+        pod.ns.argv(["setpriv", "--bounding-set=-all,+net_admin", "--inh-caps=-all",
+                     sys.executable, "-m", "nftredir", "validate", "--format", "json", "--timeout", TIMEOUT]),
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert statuses(report) == {"table": "pass", "outbound-redirect": "pass", "proxy-bypass": "skip",
+                                "inbound-reentry": "skip"}
+    assert check(report, "outbound-redirect")["summary"].startswith("UID 0 -> ")  # root stands in as the app
+    assert "CAP_SETUID" in check(report, "proxy-bypass")["summary"]
+
+
+def test_validate_without_cap_net_admin_is_a_system_error(pod):
     result = subprocess.run(
         pod.ns.argv(["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups",
                      sys.executable, "-m", "nftredir", "validate"]),

@@ -174,3 +174,12 @@ def test_table_writers_warns_only_for_newer_ones():
     stamps["inet new"] = tablestamp.Stamp((1, 1, 5, 0), None)
     newer = doctor.table_writers(stamps, "1.0.6")
     assert newer.status == "warning" and newer.details == ["table inet new: written by nft 1.1.5"]
+
+
+def test_without_switching_uids_only_the_own_uid_probes():
+    checks = probes(plan(config_of(), ROUTES, LOCAL, only_uid=0))
+    assert checks["outbound-redirect"] == (0, "192.0.2.1", 80)
+    assert "CAP_SETUID" in checks["proxy-bypass"] and "CAP_SETUID" in checks["inbound-reentry"]
+    as_proxy = probes(plan(config_of(), ROUTES, LOCAL, only_uid=1500))
+    assert as_proxy["proxy-bypass"] == (1500, "192.0.2.1", 8080)
+    assert "UID 65534" in as_proxy["outbound-redirect"]
