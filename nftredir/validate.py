@@ -17,7 +17,9 @@ What leaves the pod: a redirected connection never does (REDIRECT rewrites it in
 hook, before the SYN is sent, and it completes over lo). A connection that must *not* be
 redirected cannot be proven so without letting its SYN go along its route, so destinations are
 chosen to be harmless: the documentation ranges of RFC 5737 (192.0.2.0/24, 198.51.100.0/24,
-203.0.113.0/24) whenever the configuration and the routes allow, which no real network routes.
+203.0.113.0/24) whenever the configuration and the routes allow, which no real network routes,
+and ports nothing serves (9, discard) for every probe that is not to be redirected, so that even
+an excluded address that is real (169.254.169.254) sees only a SYN to a closed port.
 "Not redirected" means the connection did not reach our listener within the timeout; the
 probe's socket is then closed while still connecting, which sends nothing more (no RST from
 SYN-SENT), so at most one SYN (plus a retransmission with a timeout over a second) leaves.
@@ -38,7 +40,10 @@ from nftredir.probes import Landing, Outcome, Probe
 DEFAULT_TIMEOUT = 0.5
 # RFC 5737's documentation networks first: a SYN to them reaches nothing real.
 _HARMLESS = (0xC0000201, 0xC6336401, 0xCB007101)  # 192.0.2.1, 198.51.100.1, 203.0.113.1
-_PORTS = (80, 8080, 8000, 8443, 9080, 10080)  # app-like ports for the probes, first not excluded
+_PORTS = (80, 8080, 8000, 8443, 9080, 10080)  # app-like ports for redirected probes, first not excluded
+# Ports nothing serves (discard, echo, chargen, daytime) for probes whose SYN does leave: if one
+# reaches a real address after all (say an excluded 169.254.169.254), no service is touched.
+_QUIET_PORTS = (9, 7, 19, 13)
 _LOOPBACK = Cidr(0x7F000000, 8)
 _UNUSABLE = (Cidr(0, 8), _LOOPBACK, Cidr(0xE0000000, 3))  # "this network", loopback, multicast and class E
 _REENTRY_FALLBACK = 0x7F000002  # 127.0.0.2: over lo and not 127.0.0.1, when the pod has no other address
@@ -117,8 +122,8 @@ class _Namespace:
         return next((a for a in _candidates(ranges, self.routes, self.config) if accept(a)), None)
 
 
-def _port(config: Config, taken: tuple[int, ...] = ()) -> int:
-    return next(p for p in _PORTS if p not in config.outbound_port_exclusions and p not in taken)
+def _port(config: Config, choices: tuple[int, ...]) -> int:
+    return next(p for p in (*choices, *_PORTS) if p not in config.outbound_port_exclusions)
 
 
 def plan(config: Config, routes: list[Route], local: set[int], only_uid: int | None = None) -> list[Check]:
@@ -136,7 +141,7 @@ def plan(config: Config, routes: list[Route], local: set[int], only_uid: int | N
     checks: list[Check] = []
     where = "an included range" if config.outbound_ip_range_inclusions else "a routed, not excluded address"
     target = ns.pick(list(config.outbound_ip_range_inclusions) or [r.dst for r in routes], ns.redirected)
-    port = _port(config)
+    port, quiet = _port(config, _PORTS), _port(config, _QUIET_PORTS)
     no_route = f"no destination to probe: the pod has no route to {where} (outbound traffic could not leave anyway)"
 
     def check(name: str, what: str, uid: int, address: int | None, port: int, expect: str | None, skip: str) -> None:
@@ -148,12 +153,12 @@ def plan(config: Config, routes: list[Route], local: set[int], only_uid: int | N
     check("outbound-redirect", f"an app's outbound connection (UID {app}) lands on the outbound listener",
           app, target, port, OUTBOUND, no_route)
     check("proxy-bypass", f"the proxy's own connection (UID {proxy}) is not redirected",
-          proxy, target, _port(config, (port,)), None, no_route)
+          proxy, target, quiet, None, no_route)
 
     exclusions = config.outbound_ip_range_exclusions
     if exclusions:
         excluded = ns.pick(list(exclusions), lambda a: _in(a, exclusions) and ns.leaves(a) is not None)
-        check("excluded-ip-range", "an app's connection to an excluded IP range is not redirected", app, excluded, port,
+        check("excluded-ip-range", "an app's connection to an excluded IP range is not redirected", app, excluded, quiet,
               None, "no excluded address the pod has a route to")
     if config.outbound_port_exclusions:
         check("excluded-port", "an app's connection to an excluded port is not redirected", app, target,
@@ -168,7 +173,7 @@ def plan(config: Config, routes: list[Route], local: set[int], only_uid: int | N
             )
 
         check("excluded-interface", "an app's connection out of an excluded interface is not redirected", app,
-              ns.pick([r.dst for r in via], only_the_interface_excludes), port, None,
+              ns.pick([r.dst for r in via], only_the_interface_excludes), quiet, None,
               "no route through an excluded interface")
 
     own = sorted(a for a in local if not _in(a, (_LOOPBACK,)))

@@ -52,7 +52,7 @@ def test_plan_picks_a_redirected_harmless_destination_and_names_every_check():
     checks = plan(config_of(), ROUTES, LOCAL)
     got = probes(checks)
     assert got["outbound-redirect"] == (65534, "192.0.2.1", 80)
-    assert got["proxy-bypass"] == (1500, "192.0.2.1", 8080)
+    assert got["proxy-bypass"] == (1500, "192.0.2.1", 9)
     assert got["inbound-reentry"] == (1500, "10.99.0.2", 8080)
     assert [c.expect for c in checks] == ["outbound", None, "inbound"]
 
@@ -66,9 +66,11 @@ def test_plan_respects_inclusions_exclusions_ports_and_interfaces():
     )
     got = probes(plan(config, ROUTES, LOCAL))
     assert got["outbound-redirect"] == (65534, "10.1.0.0", 8080)  # the first included address past the exclusion
-    assert got["proxy-bypass"] == (1500, "10.1.0.0", 8000)
-    assert got["excluded-ip-range"] == (65534, "192.0.2.1", 8080)
+    assert got["proxy-bypass"] == (1500, "10.1.0.0", 9)
+    assert got["excluded-ip-range"] == (65534, "192.0.2.1", 9)
     assert got["excluded-port"] == (65534, "10.1.0.0", 80)
+    quiet = probes(plan(config_of(outbound_port_exclusion_list="9,7"), ROUTES, LOCAL))
+    assert quiet["proxy-bypass"] == (1500, "192.0.2.1", 19)  # the next port nothing serves
     assert got["excluded-interface"] == "no route through an excluded interface"  # 192.0.2/24 is excluded anyway
 
 
@@ -181,5 +183,5 @@ def test_without_switching_uids_only_the_own_uid_probes():
     assert checks["outbound-redirect"] == (0, "192.0.2.1", 80)
     assert "CAP_SETUID" in checks["proxy-bypass"] and "CAP_SETUID" in checks["inbound-reentry"]
     as_proxy = probes(plan(config_of(), ROUTES, LOCAL, only_uid=1500))
-    assert as_proxy["proxy-bypass"] == (1500, "192.0.2.1", 8080)
+    assert as_proxy["proxy-bypass"] == (1500, "192.0.2.1", 9)
     assert "UID 65534" in as_proxy["outbound-redirect"]
