@@ -202,7 +202,7 @@ def apply(
     ] = False,
     verbose: Verbose = False,
     validate: Annotated[
-        bool, typer.Option("--validate", help="Then run `nftredir validate` and exit 1 if the redirect does not hold.")
+        bool, typer.Option("--validate", help="Then run `nftredir validate` (text) and exit 1 if the redirect does not hold; not with --dry-run.")
     ] = False,
     timeout: Timeout = None,
 ) -> None:
