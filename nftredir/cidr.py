@@ -13,11 +13,11 @@ from socket import inet_aton
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-_CIDR_RE = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})/(\d{1,2})", re.ASCII)
+_CIDR_RE = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})/(\d{1,3})", re.ASCII)
 # The same shape, valid: octets 0-255 without leading zeros, a length 0-32. One match of this
 # is the fast path; _CIDR_RE only serves to say what is wrong with a value that fails it.
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_VALID_RE = re.compile(rf"({_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET})/(3[0-2]|[12]?[0-9]|0[0-9])")
+_VALID_RE = re.compile(rf"({_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET})/(3[0-2]|[12]?[0-9])")
 _ALL = 0xFFFFFFFF
 
 
@@ -58,9 +58,10 @@ def parse(text: str) -> Cidr:
     if match is None:
         raise ValueError("expected a.b.c.d/len, such as 10.0.0.0/8")
     *octets, length = match.groups()
+    for number in (*octets, length):  # one rule for every number: no leading zeros
+        if len(number) > 1 and number[0] == "0":
+            raise ValueError(f"leading zeros are not permitted in {number!r}")
     for octet in octets:
-        if len(octet) > 1 and octet[0] == "0":
-            raise ValueError(f"leading zeros are not permitted in {octet!r}")
         if int(octet) > 255:
             raise ValueError(f"octet {octet} is over 255")
     raise ValueError(f"prefix length {int(length)} is over 32")

@@ -6,6 +6,7 @@ nftredir.kernel, which import jinja2 and libnftables only when a command needs t
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import os
@@ -15,10 +16,12 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from nftredir.config import OPTIONS, Config, Item, build_config, option_items
-from nftredir.errors import NftredirError
+from nftredir.errors import EXIT_BROKEN_PIPE, EXIT_INTERNAL, NftredirError, OutputError
 
 EXIT_CODES = """Exit codes: 0 success; 2 invalid input or usage (nothing was sent to the kernel);
-3 the system refused (no root/CAP_NET_ADMIN, libnftables missing, or the kernel rejected the batch)."""
+3 the system refused (no root/CAP_NET_ADMIN, libnftables missing, the kernel rejected the batch,
+output could not be written); 4 an internal error (a bug); 141 standard output was closed by its
+reader (a pipe)."""
 
 app = typer.Typer(
     help="Redirect a pod's TCP traffic through its sidecar proxy with nftables, with the semantics "
@@ -150,10 +153,15 @@ Timeout = Annotated[
 ]
 
 
-def _kernel(verbose: bool):  # -> nftredir.kernel.Kernel
+def _kernel(verbose: bool, write: bool = True):  # -> nftredir.kernel.Kernel
     from nftredir.kernel import Kernel
 
-    return Kernel(trace=(lambda message: print(f"nftredir: {message}", file=sys.stderr)) if verbose else None)
+    trace = (lambda message: print(f"nftredir: {message}", file=sys.stderr)) if verbose else None
+    return Kernel(trace=trace, write=write)
+
+
+def _table_source(config: Config) -> str:
+    return str(config.sources.get("table", "the table name (default)"))
 
 
 @app.command()
@@ -213,12 +221,14 @@ def apply(
 
     Example: nftredir apply --outbound-ip-range-exclusion-list 169.254.169.254/32
     """
-    from nftredir.render import render
+    from nftredir import ownership
+    from nftredir.render import owned_chains, render
 
     kernel = _kernel(verbose)
-    batch, table = render(config, "json"), config.table
+    batch, table, source = render(config, "json"), config.table, _table_source(config)
     checked = config if validate and not dry_run else None
     del config  # the batch text is all the kernel needs: a 50,000-CIDR Config need not outlive it
+    ownership.check(kernel.table_text(table), table, source, owned_chains(table), "replace")
     if show_diff:
         import json
 
@@ -274,7 +284,7 @@ def diff_command(config: Config, format: Format = "text", verbose: Verbose = Fal
     from nftredir.render import render_batch
 
     _check_format(format)
-    result = drift(_kernel(verbose).list_table(config.table), render_batch(config), config.table)
+    result = drift(_kernel(verbose, write=False).list_table(config.table), render_batch(config), config.table)
     sys.stdout.write(json.dumps(result.report(), indent=2) + "\n" if format == "json" else result.text())
     if not result.identical:
         raise typer.Exit(1)
@@ -302,11 +312,14 @@ def status(config: Config, format: Format = "text", verbose: Verbose = False) ->
     """
     import json
 
+    from nftredir.inventory import foreign_nat_chains
     from nftredir.render import render_batch
     from nftredir.status import format_text, status_report
 
     _check_format(format)
-    report = status_report(_kernel(verbose).list_table(config.table), render_batch(config), config.table)
+    kernel = _kernel(verbose, write=False)
+    others = foreign_nat_chains(kernel.list_chains(), config.table)
+    report = status_report(kernel.list_table(config.table), render_batch(config), config.table, others)
     sys.stdout.write(json.dumps(report, indent=2) + "\n" if format == "json" else format_text(report))
 
 
@@ -352,7 +365,7 @@ def validate_command(config: Config, format: Format = "text", timeout: Timeout =
     Example: nftredir validate --outbound-port-exclusion-list 6379 --format json
     """
     _check_format(format)
-    _validate(config, _kernel(verbose), format, timeout)
+    _validate(config, _kernel(verbose, write=False), format, timeout)
 
 
 _DOCTOR_EPILOG = """\b
@@ -399,19 +412,30 @@ def remove(
         Optional[str],
         typer.Option("--table", metavar="NAME", help="The table to delete. [env: NFTREDIR_TABLE; default: nftredir]"),
     ] = None,
+    config_file: Annotated[
+        Optional[str],
+        typer.Option("--config", metavar="FILE", help="nftredir's own configuration file; only its table key is read. [env: NFTREDIR_CONFIG]"),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
-    """Delete table inet nftredir. Succeeds when it is already absent; other tables are untouched.
+    """Delete table inet nftredir. Succeeds when it is already absent; other tables are untouched,
+    and a table of that name that nftredir did not make is refused (exit 2).
 
-    The table name comes from the same sources as for apply (flag, NFTREDIR_TABLE, --config's
-    file named by NFTREDIR_CONFIG), so what apply installed, remove deletes.
+    The table name comes from the same places as for apply (--table, NFTREDIR_TABLE, the table
+    key of --config or NFTREDIR_CONFIG), so what apply installed, remove deletes. Nothing else
+    is read: a broken MeshConfig or annotations file cannot stop the cleanup.
     """
-    from nftredir.kernel import remove_batch
-    from nftredir.sources import gather
+    from nftredir import ownership
+    from nftredir.render import owned_chains, remove_batch
+    from nftredir.sources import table_layer
 
-    raw = gather({"table": [Item(table, "--table")]} if table is not None else {}, os.environ)
-    config = build_config({"table": raw["table"]} if "table" in raw else {})
-    _kernel(verbose).send(remove_batch(config.table))
+    config = build_config(table_layer(table, os.environ, config_file))
+    kernel = _kernel(verbose)
+    text = kernel.table_text(config.table)
+    if text is None:
+        return  # already absent: nothing to do
+    ownership.check(text, config.table, _table_source(config), owned_chains(config.table), "delete")
+    kernel.send(remove_batch(config.table))
 
 
 def _print_version(value: bool) -> None:
@@ -431,15 +455,61 @@ def _options(
     pass
 
 
+class _Output:
+    """Standard output whose write failures (a full disk, a closed descriptor) become one-line
+    errors instead of a traceback at exit."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _guard(self, call: Callable[[], Any]) -> Any:
+        if self._stream is None:
+            raise OutputError(errno.EBADF, "standard output is closed")
+        try:
+            return call()
+        except OSError as exc:
+            raise OutputError(exc.errno, exc.strerror or str(exc)) from None
+
+    def write(self, text: str) -> int:
+        return self._guard(lambda: self._stream.write(text))
+
+    def flush(self) -> None:
+        self._guard(lambda: self._stream.flush())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main() -> None:
-    """Entry point: expected failures become one line on stderr and a documented exit code."""
+    """Entry point: every failure becomes one line on stderr and a documented exit code."""
+    stdout = sys.stdout
+    sys.stdout = _Output(stdout)  # type: ignore[assignment]
     try:
-        app()
+        try:
+            app()
+            code: Any = 0
+        except SystemExit as exc:
+            code = exc.code
+        sys.stdout.flush()
+    except OutputError as exc:
+        if stdout is not None:  # what is still buffered goes nowhere, so exit cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        if exc.errno == errno.EPIPE:
+            code = EXIT_BROKEN_PIPE  # the reader went away (`| head`): not worth a message
+        else:
+            print(f"nftredir: error: cannot write to standard output: {exc.strerror}", file=sys.stderr)
+            code = exc.exit_code
     except NftredirError as exc:
         print(f"nftredir: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except KeyboardInterrupt:
-        sys.exit(130)
+        code = 130
+    except Exception as exc:  # a bug: still one line, and an exit code no script reads as "different"
+        print(f"nftredir: internal error: {type(exc).__name__}: {exc} (please report this)", file=sys.stderr)
+        code = EXIT_INTERNAL
+    finally:
+        sys.stdout = stdout
+    sys.exit(code)
 
 
 if __name__ == "__main__":

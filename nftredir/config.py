@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from nftredir import cidr
 from nftredir.cidr import Cidr
 from nftredir.errors import ConfigError
+from nftredir.nft_keywords import KEYWORDS
 
 LOCAL_PROXY_MODES = ("localhost", "podip")
 
@@ -26,9 +27,11 @@ IFNAMSIZ = 16
 # ('"', '\\') or would read as its own wildcard ('*').
 _NFT_UNSAFE_IFNAME_CHARS = '"\\*'
 _IPV4_RE = re.compile(r"\d{1,3}(\.\d{1,3}){3}", re.ASCII)
+# Numbers are plain decimals: no sign, no leading zeros (which YAML 1.1 and inet_aton read as
+# octal), so a value means the same in a flag, a variable and a file (_refuse_leading_zeros).
 _PORT_RE = re.compile(r"\d{1,5}", re.ASCII)
 _UID_RE = re.compile(r"\d{1,10}", re.ASCII)
-# Kept short and keyword-free so the name is a plain nft identifier in every position.
+# Kept short, and keyword-free (below), so the name is a plain nft identifier in every position.
 _TABLE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 MAX_UID = 2**32 - 2  # (uid_t)-1 means "no uid" to the kernel
 
@@ -90,7 +93,13 @@ def parse_cidr(item: Item) -> Cidr:
         raise ConfigError(item.source, item.text, f"not an IPv4 CIDR: {exc}") from None
 
 
+def _refuse_leading_zeros(item: Item, what: str) -> None:
+    if item.text[:1] == "0" and len(item.text) > 1 and item.text.isdigit():
+        raise ConfigError(item.source, item.text, f"not a {what}: leading zeros are not accepted (write it in plain decimal)")
+
+
 def parse_port(item: Item) -> int:
+    _refuse_leading_zeros(item, "port")
     if not _PORT_RE.fullmatch(item.text) or not 1 <= int(item.text) <= 65535:
         raise ConfigError(item.source, item.text, "not a port: must be an integer from 1 to 65535")
     return int(item.text)
@@ -98,6 +107,8 @@ def parse_port(item: Item) -> int:
 
 def parse_ifname(item: Item) -> str:
     name = item.text
+    if not name:
+        raise ConfigError(item.source, name, "an interface name cannot be empty")
     if len(name.encode("utf-8", "surrogateescape")) >= IFNAMSIZ:
         raise ConfigError(item.source, name, f"interface names are at most {IFNAMSIZ - 1} bytes")
     if name in (".", ".."):
@@ -118,16 +129,24 @@ def parse_ifname(item: Item) -> str:
     return name
 
 
-def parse_ipv4(item: Item) -> ipaddress.IPv4Address:
+def parse_pod_ip(item: Item) -> ipaddress.IPv4Address:
+    """A pod's own IPv4 address: unicast, and neither loopback nor unspecified."""
     if not _IPV4_RE.fullmatch(item.text):
         raise ConfigError(item.source, item.text, "not an IPv4 address")
     try:
-        return ipaddress.IPv4Address(item.text)
+        address = ipaddress.IPv4Address(item.text)
     except ValueError as exc:
         raise ConfigError(item.source, item.text, f"not an IPv4 address: {exc}") from None
+    for wrong, what in ((address.is_unspecified, "the unspecified address"), (address.is_loopback, "a loopback address"),
+                        (address.is_multicast, "a multicast address"), (address == ipaddress.IPv4Address("255.255.255.255"), "the broadcast address"),
+                        (address.is_reserved, "a reserved (class E) address")):
+        if wrong:
+            raise ConfigError(item.source, item.text, f"{what} cannot be a pod's IP")
+    return address
 
 
 def parse_uid(item: Item) -> int:
+    _refuse_leading_zeros(item, "UID")
     if not _UID_RE.fullmatch(item.text) or int(item.text) > MAX_UID:
         raise ConfigError(item.source, item.text, f"not a UID: must be an integer from 0 to {MAX_UID}")
     return int(item.text)
@@ -145,6 +164,8 @@ def parse_table(item: Item) -> str:
         raise ConfigError(
             item.source, item.text, "table names are 1-32 characters: a lowercase letter, then a-z, 0-9 or '_'"
         )
+    if item.text in KEYWORDS:
+        raise ConfigError(item.source, item.text, "an nft keyword cannot be a table name (nft -f could not read it back)")
     return item.text
 
 
@@ -164,7 +185,7 @@ OPTIONS: dict[str, Option] = {
     "inbound-port-exclusion-list": Option("inbound_port_exclusions", parse_port, True),
     "network-interface-exclusion-list": Option("network_interface_exclusions", parse_ifname, True),
     "local-proxy-mode": Option("local_proxy_mode", parse_mode, False),
-    "pod-ip": Option("pod_ip", parse_ipv4, False),
+    "pod-ip": Option("pod_ip", parse_pod_ip, False),
     "table": Option("table", parse_table, False),
     "proxy-uid": Option("proxy_uid", parse_uid, False),
     "proxy-admin-port": Option("proxy_admin_port", parse_port, False),
@@ -208,6 +229,6 @@ def build_config(raw: Mapping[str, list[Item]]) -> Config:
             raise ConfigError(
                 mode.source, mode.text, "podip mode needs the pod's IPv4 address: pass --pod-ip or set POD_IP"
             )
-        values["pod_ip"] = parse_ipv4(pod_ip[-1])
+        values["pod_ip"] = parse_pod_ip(pod_ip[-1])
         sources["pod_ip"] = pod_ip[-1].source
     return Config(**values, sources=sources)

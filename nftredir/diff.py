@@ -106,9 +106,13 @@ class Ruleset:
     """One inet table, canonical. Dict order is the order objects were listed or added."""
 
     table: str
+    flags: tuple[str, ...] = ()  # the table's own: dormant, owner
+    comment: str | None = None
     sets: dict[str, NamedSet] = field(default_factory=dict)
     chains: dict[str, Chain] = field(default_factory=dict)
     others: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> canonical JSON
+
+    TABLE_FIELDS = ("flags", "comment")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,7 +258,7 @@ def canonical_expressions(exprs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         later = {_payload_protocol(e) for e in exprs[index + 1 :] if isinstance(e, dict)}
         meta = _meta_match(expr)
-        if meta is not None:
+        if meta is not None and isinstance(meta[1], str):  # not an anonymous set: { tcp, udp }
             key, value = meta
             if key == "nfproto" and _NFPROTO_PAYLOADS.get(value, set()) & later:
                 continue  # implied by the later `ip ...` match; nft hides it when listing
@@ -369,6 +373,13 @@ class _Builder:
         self.chains: dict[str, Chain] = {}
         self.rules: dict[str, list[Rule]] = {}
         self.others: dict[tuple[str, str], str] = {}
+        self.flags: tuple[str, ...] = ()
+        self.comment: str | None = None
+
+    def set_table(self, obj: dict[str, Any]) -> None:
+        flags = obj.get("flags", [])
+        self.flags = tuple(sorted([flags] if isinstance(flags, str) else flags))
+        self.comment = obj.get("comment")
 
     def mine(self, obj: dict[str, Any]) -> bool:
         return obj.get("family", FAMILY) == FAMILY and obj.get("table", obj.get("name")) == self.table
@@ -410,12 +421,14 @@ class _Builder:
         self.rules[chain].append(make_rule(obj))
 
     def add_other(self, kind: str, obj: dict[str, Any]) -> None:
-        body = {k: v for k, v in obj.items() if k not in ("handle", "family", "table")}
+        # A named counter's values count, like a rule's counter, and change nothing.
+        ignored = ("handle", "family", "table", *(("packets", "bytes") if kind == "counter" else ()))
+        body = {k: v for k, v in obj.items() if k not in ignored}
         self.others[(kind, str(obj.get("name", "")))] = json.dumps(body, sort_keys=True)
 
     def build(self) -> Ruleset:
         chains = {name: Chain(**{**chain.__dict__, "rules": tuple(self.rules[name])}) for name, chain in self.chains.items()}
-        return Ruleset(self.table, dict(self.sets), chains, dict(self.others))
+        return Ruleset(self.table, self.flags, self.comment, dict(self.sets), chains, dict(self.others))
 
 
 def _recanonical(kind: str, flags: tuple[str, ...], texts: list[str]) -> tuple[str, ...]:
@@ -445,6 +458,7 @@ def from_listing(listing: dict[str, Any] | None, table: str) -> Ruleset | None:
             continue
         if kind == "table":
             found = True
+            builder.set_table(obj)
         elif kind in ("set", "map"):
             builder.add_set(kind, obj)
         elif kind == "chain":
@@ -493,6 +507,10 @@ def from_batch(batch: dict[str, Any], table: str) -> Ruleset | None:
 # Comparing
 
 
+def table_json(ruleset: Ruleset) -> dict[str, Any]:
+    return {"family": FAMILY, "name": ruleset.table, "flags": list(ruleset.flags), "comment": ruleset.comment}
+
+
 def set_json(s: NamedSet) -> dict[str, Any]:
     return {"type": s.type, "flags": list(s.flags), "elements": list(s.elements)}
 
@@ -538,6 +556,9 @@ def compare(live: Ruleset | None, desired: Ruleset) -> list[dict[str, Any]]:
     if live is None:
         return [_difference("table", "missing", desired.table, None, {"family": FAMILY, "name": desired.table})]
     out: list[dict[str, Any]] = []
+    fields = [f for f in Ruleset.TABLE_FIELDS if getattr(live, f) != getattr(desired, f)]
+    if fields:  # a dormant table redirects nothing, whatever its rules say
+        out.append(_difference("table", "changed", desired.table, table_json(live), table_json(desired), fields=fields))
     for name in ordered_names(desired.sets, live.sets):
         have, want = live.sets.get(name), desired.sets.get(name)
         kind = (want or have).kind  # type: ignore[union-attr]
@@ -547,11 +568,12 @@ def compare(live: Ruleset | None, desired: Ruleset) -> list[dict[str, Any]]:
             out.append(_difference(kind, "extra", name, set_json(have), None))
         elif have != want:
             fields = [f for f in NamedSet.FIELDS + ("kind",) if getattr(have, f) != getattr(want, f)]
+            have_elements, want_elements = set(have.elements), set(want.elements)
             out.append(
                 _difference(
                     kind, "changed", name, set_json(have), set_json(want), fields=fields,
-                    elements_missing=[e for e in want.elements if e not in have.elements],
-                    elements_extra=[e for e in have.elements if e not in want.elements],
+                    elements_missing=[e for e in want.elements if e not in have_elements],
+                    elements_extra=[e for e in have.elements if e not in want_elements],
                 )
             )
     for name in ordered_names(desired.chains, live.chains):
@@ -606,6 +628,10 @@ def ruleset_lines(ruleset: Ruleset | None, order: Ruleset | None = None) -> list
         return []
     reference = order or ruleset
     lines = [f"table {FAMILY} {ruleset.table} {{"]
+    if ruleset.flags:
+        lines.append(f"\tflags {','.join(ruleset.flags)}")
+    if ruleset.comment is not None:
+        lines.append(f"\tcomment {json.dumps(ruleset.comment)}")
     blocks: list[list[str]] = []
     for name in ordered_names(reference.sets, ruleset.sets):
         if name not in ruleset.sets:

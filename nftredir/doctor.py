@@ -226,13 +226,22 @@ def redirecting_chains(listing: dict[str, Any], own_table: str) -> list[Finding]
 
 def nftredir_like(listing: dict[str, Any], own_table: str) -> Finding:
     """A second nftredir table under another name: it redirects as well (and differently, maybe)."""
+    from nftredir.ownership import MARK
+
     by_table: dict[tuple[str, str], set[str]] = {}
     for chain in _objects(listing, "chain"):
         by_table.setdefault((chain["family"], chain["table"]), set()).add(chain["name"])
+    marked = {(c["family"], c["table"]) for c in _objects(listing, "counter") if c.get("name") == MARK}
+
+    def why(key: tuple[str, str]) -> str:
+        chains = sorted(by_table.get(key, set()) & NFTREDIR_CHAINS)
+        return ", ".join([*([f"the {MARK} mark"] if key in marked else []), *([f"chains {', '.join(chains)}"] if chains else [])])
+
     copies = [
-        f"table {family} {table} (chains {', '.join(sorted(names & NFTREDIR_CHAINS))})"
-        for (family, table), names in by_table.items()
-        if (family, table) != ("inet", own_table) and family == "inet" and len(names & NFTREDIR_CHAINS) >= 2
+        f"table {family} {table} ({why((family, table))})"
+        for family, table in dict.fromkeys([*by_table, *marked])
+        if (family, table) != ("inet", own_table)
+        and ((family, table) in marked or family == "inet" and len(by_table[(family, table)] & NFTREDIR_CHAINS) >= 2)
     ]
     if not copies:
         return Finding("other-nftredir", OK, f"no second nftredir table besides inet {own_table}")
@@ -301,20 +310,18 @@ def table_writers(stamps: dict[str, Any], library: str | None) -> Finding:
 # ------------------------------------------------------------------------------ the checks
 
 
-def privilege(status_path: str = "/proc/self/status") -> Finding:
-    from pathlib import Path
-
+def privilege() -> Finding:
     from nftredir.kernel import has_net_admin
 
     root = os.geteuid() == 0
-    if not has_net_admin(Path(status_path)):
+    if not has_net_admin():
         return Finding("privilege", PROBLEM, f"no CAP_NET_ADMIN (UID {os.geteuid()})",
                        "run as root with CAP_NET_ADMIN in the pod's network namespace "
                        "(FSM's init container: runAsUser 0, capabilities add NET_ADMIN)")
     from nftredir.validate import switchable
 
     who = "root" if root else f"UID {os.geteuid()}"
-    if not switchable(status_path):
+    if not switchable():
         return Finding("privilege", WARNING, f"{who} with CAP_NET_ADMIN, without CAP_SETUID/CAP_SETGID",
                        "apply, diff and doctor work; validate can only connect as this UID, so it skips the checks "
                        "that need the proxy's or an app's UID: add SETUID and SETGID to run them all")
@@ -400,7 +407,7 @@ def doctor(config: Config, batch: dict[str, Any]) -> list[Finding]:
     kernel = None
     if privileged and nft is not None and findings[-1].status == OK:
         try:
-            kernel = Kernel()
+            kernel = Kernel(write=False)
         except SystemRefused as exc:
             needs = str(exc)
     listing: dict[str, Any] | None = None

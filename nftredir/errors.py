@@ -5,6 +5,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_INVALID = 2  # bad input or usage: nothing was sent to the kernel
 EXIT_SYSTEM = 3  # the system refused: permissions, missing library, kernel rejected the batch
+EXIT_INTERNAL = 4  # a bug in nftredir: reported in one line all the same
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a tool its pipe's reader left
 
 
 class NftredirError(Exception):
@@ -30,3 +32,13 @@ class SystemRefused(NftredirError):
     """The host could not do what was asked: no privilege, no libnftables, or the kernel said no."""
 
     exit_code = EXIT_SYSTEM
+
+
+class OutputError(NftredirError):
+    """Standard output could not be written (full, closed, or its reader gone)."""
+
+    exit_code = EXIT_SYSTEM
+
+    def __init__(self, errno: int | None, strerror: str) -> None:
+        self.errno, self.strerror = errno, strerror
+        super().__init__(strerror)

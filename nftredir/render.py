@@ -22,6 +22,7 @@ from nftredir import cidr
 from nftredir.cidr import Cidr
 from nftredir.config import Config
 from nftredir.errors import ConfigError
+from nftredir.ownership import MARK, SET_NAMES
 
 FORMATS = ("nft", "json", "iptables")
 # xt_multiport's XT_MULTI_PORTS: iptables refuses a longer --dports list, so FSM's script would fail.
@@ -143,8 +144,11 @@ def _environment():  # -> jinja2.Environment; jinja2 is imported only when rende
 
 
 def _ifname_pattern(name: str) -> str:
-    # iptables reads a trailing '+' as "any name with this prefix"; nft spells that '*'.
-    return name[:-1] + "*" if name.endswith("+") else name
+    """iptables reads a trailing '+' as "any name with this prefix"; nft spells that '*'.
+
+    A lone '+' matches every interface; nft refuses the all-wildcard "*", so it becomes ""
+    (the templates then write the rule without an interface match, which means the same)."""
+    return name[:-1] + "*" if name.endswith("+") and len(name) > 1 else "" if name == "+" else name
 
 
 def _constants(config: Config) -> dict[str, Any]:
@@ -169,17 +173,16 @@ def template_context(config: Config) -> dict[str, Any]:
     inbound_ports = tuple(sorted(config.inbound_port_exclusions))
     sets = [
         {"name": name, "type": kind, "elements": elements}
-        for name, kind, elements in (
-            ("outbound_ip_range_exclusions", "ipv4_addr", exclusions),
-            ("outbound_ip_range_inclusions", "ipv4_addr", inclusions),
-            ("outbound_port_exclusions", "inet_service", outbound_ports),
-            ("inbound_port_exclusions", "inet_service", inbound_ports),
+        for name, kind, elements in zip(
+            SET_NAMES, ("ipv4_addr", "ipv4_addr", "inet_service", "inet_service"),
+            (exclusions, inclusions, outbound_ports, inbound_ports),
         )
         if elements
     ]
     interfaces = [_ifname_pattern(name) for name in config.network_interface_exclusions]
     return {
         "table": config.table,
+        "owner_mark": MARK,
         "sets": sets,
         "outbound_ip_range_exclusions": exclusions,
         "outbound_ip_range_inclusions": inclusions,
@@ -233,3 +236,15 @@ def render(config: Config, format: str = "nft") -> str:
 def render_batch(config: Config) -> dict[str, Any]:
     """The JSON batch as the Python object libnftables' json_cmd takes."""
     return json.loads(render(config, "json"))
+
+
+def owned_chains(table: str) -> set[str]:
+    """The chains nftredir makes in `table` (the same for every configuration)."""
+    batch = render_batch(Config(table=table))
+    return {c["add"]["chain"]["name"] for c in batch["nftables"] if "chain" in c.get("add", {})}
+
+
+def remove_batch(table: str) -> dict[str, Any]:
+    """Deletes `inet <table>`; adding it first makes the delete succeed when it is absent."""
+    ref = {"table": {"family": "inet", "name": table}}
+    return {"nftables": [{"metainfo": {"json_schema_version": 1}}, {"add": ref}, {"delete": ref}]}

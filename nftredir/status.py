@@ -6,13 +6,18 @@ JSON shape of `status_report(...)` (what `nftredir status --format json` prints)
 
     {"table": {"family": "inet", "name": "nftredir"},
      "installed": true,
+     "flags": ["dormant", ...],        # the table's own flags
      "matches": false,                 # the same comparison as `nftredir diff`
      "differences": [DIFFERENCE, ...], # as in `nftredir diff --format json`
+     "other_nat_chains": [{"family", "table", "chain", "type", "hook", "prio"}, ...],
      "sets": [{"name", "type", "flags", "elements"}, ...],
      "chains": [{"name", "type", "hook", "prio", "policy",
                  "rules": [{"handle", "rule", "comment", "packets", "bytes"}, ...]}, ...]}
 
 Live objects only: with the table absent, "installed" is false and "sets"/"chains" are empty.
+"other_nat_chains" lists every nat base chain on the prerouting and output hooks outside the
+table (iptables-nft's `ip nat`, other tools, another nftredir table): they act on the same
+traffic, so nftredir's table matching does not mean the traffic is redirected as configured.
 "packets"/"bytes" are null for a rule without a counter.
 """
 
@@ -23,16 +28,22 @@ from typing import Any
 from nftredir import diff
 
 
-def status_report(listing: dict[str, Any] | None, batch: dict[str, Any], table: str) -> dict[str, Any]:
+def status_report(
+    listing: dict[str, Any] | None, batch: dict[str, Any], table: str, others: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """`others` are the other nat base chains on nftredir's hooks (nftredir.inventory)."""
     result = diff.drift(listing, batch, table)
     live, desired, differences = result.live, result.desired, result.differences
     sets = list(live.sets.values()) if live else []
-    chains = [live.chains[name] for name in diff.ordered_names(desired.chains, live.chains)] if live else []
+    names = diff.ordered_names(desired.chains, live.chains) if live else []
+    chains = [live.chains[name] for name in names if name in live.chains] if live else []
     return {
         "table": {"family": diff.FAMILY, "name": table},
         "installed": live is not None,
+        "flags": list(live.flags) if live else [],
         "matches": not differences,
         "differences": differences,
+        "other_nat_chains": others,
         "sets": [{"name": s.name, **diff.set_json(s)} for s in sets],
         "chains": [
             {
@@ -64,15 +75,25 @@ def _summary(difference: dict[str, Any]) -> str:
 def format_text(report: dict[str, Any]) -> str:
     """The report for a person: a verdict, then every chain with each rule's counters."""
     name = f"table {report['table']['family']} {report['table']['name']}"
+    others = [
+        f"  - table {c['family']} {c['table']} chain {c['chain']} (type {c['type']} hook {c['hook']} priority {c['prio']})"
+        for c in report["other_nat_chains"]
+    ]
+    if others:
+        others.insert(0, f"other nat chains on the same hooks ({len(others)}), which also decide what is redirected:")
     if not report["installed"]:
-        return f"{name}: not installed (nothing is redirected); run nftredir apply\n"
+        verdict = "nftredir redirects nothing, but the chains below may" if others else "nothing is redirected"
+        return "\n".join([f"{name}: not installed ({verdict}); run nftredir apply", *others]) + "\n"
     lines = [f"{name}: installed"]
+    if "dormant" in report["flags"]:
+        lines.append("table flags: dormant: the table is inactive and redirects nothing")
     if report["matches"]:
         lines.append("ruleset: matches the desired ruleset")
     else:
         count = len(report["differences"])
         lines.append(f"ruleset: DIFFERS from the desired ruleset ({count} difference{'s' * (count != 1)}; see nftredir diff)")
         lines += [f"  - {_summary(d)}" for d in report["differences"]]
+    lines += others
     for s in report["sets"]:
         flags = f" flags {','.join(s['flags'])}" if s["flags"] else ""
         lines.append(f"set {s['name']} ({s['type']}{flags}): {{ {', '.join(s['elements'])} }}")

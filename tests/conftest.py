@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -38,13 +39,36 @@ class Netns:
 
     def nftredir(self, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run the CLI in this namespace, as a user would; never raises on a non-zero exit."""
-        return subprocess.run(
-            ["ip", "netns", "exec", self.name, sys.executable, "-m", "nftredir", *argv],
-            capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, **(env or {})},
-        )
+        return run_nftredir(*argv, env=env, netns=self)
 
     def list_table(self, table: str = "nftredir") -> str:
         return self.nft("-s", "list", "table", "inet", table).stdout
+
+
+def run_nftredir(
+    *argv: str, env: dict[str, str] | None = None, netns: Netns | None = None, prelude: str = "",
+    user: int | None = None, clean_env: bool = False, input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The one way tests run the CLI: a fresh interpreter, as a user would; never raises on a
+    non-zero exit. `prelude` runs first (e.g. to hide a module); `user` drops to that uid/gid;
+    `clean_env` drops the caller's NFTREDIR_* and POD_IP.
+
+    Whatever the command and whatever a test expects of it, it runs in `netns` or, without one,
+    in a throwaway network namespace of its own (`unshare --net`): a regression that lets a bad
+    value through must never install a ruleset in the machine's own namespace.
+    """
+    code = f"import sys\n{prelude}\nsys.argv = ['nftredir', *{list(argv)!r}]\nfrom nftredir.cli import main\nmain()\n"
+    command = [sys.executable, "-c", code]
+    if user is not None:
+        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+    if netns is not None:
+        command = ["ip", "netns", "exec", netns.name, *command]
+    elif os.geteuid() == 0:
+        command = ["unshare", "--net", *command]
+    base = {k: v for k, v in os.environ.items() if not (clean_env and (k.startswith("NFTREDIR_") or k == "POD_IP"))}
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=REPO, env={**base, **(env or {})}, timeout=300, input=input
+    )
 
 
 def delete_netns(name: str) -> None:
@@ -66,3 +90,28 @@ def netns() -> Iterator[Netns]:
         yield Netns(name)
     finally:
         delete_netns(name)
+
+
+# The machine's own namespace must end the session as it began: a test that escaped its
+# namespace would otherwise cut the machine's traffic unnoticed.
+def _host_ruleset() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        return subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_HOST_RULESET] = _host_ruleset()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before, after = session.config.stash.get(_HOST_RULESET, None), _host_ruleset()
+    if before is not None and after != before:
+        print(f"\nFAILED: the host network namespace's nftables ruleset changed during the tests:\n{after}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_HOST_RULESET = pytest.StashKey[Optional[str]]()

@@ -9,22 +9,11 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import run_nftredir
 
 
 def nftredir(*argv: str, prelude: str = "", user: int | None = None, netns=None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a fresh interpreter; `prelude` runs first (e.g. to hide a module).
-
-    Commands that may touch the kernel get a throwaway `netns`, never the host's namespace.
-    """
-    assert netns is not None or argv[0] in ("render", "--help", "--version", "no-such-command") or "--help" in argv
-    code = f"import sys\n{prelude}\nsys.argv = ['nftredir', *{list(argv)!r}]\nfrom nftredir.cli import main\nmain()\n"
-    command = [sys.executable, "-c", code]
-    if user is not None:
-        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
-    if netns is not None:
-        command = ["ip", "netns", "exec", netns.name, *command]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=60)
+    return run_nftredir(*argv, prelude=prelude, user=user, netns=netns)
 
 
 def loaded_modules_after(*argv: str) -> set[str]:

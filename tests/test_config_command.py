@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import REPO, run_nftredir
 from tests.test_sources import ANNOTATIONS, MESH_YAML
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def nftredir(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The CLI in a clean environment (no NFTREDIR_* or POD_IP from the caller) plus `env`."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("NFTREDIR_") and k != "POD_IP"}
-    return subprocess.run(
-        [sys.executable, "-m", "nftredir", *argv], capture_output=True, text=True, cwd=REPO,
-        env={**base, **(env or {})}, timeout=120,
-    )
+    return run_nftredir(*argv, env=env, clean_env=True)
 
 
 @pytest.fixture

@@ -369,8 +369,8 @@ def test_status_lists_every_rule_with_its_counters_and_comment():
     for item in live["nftables"]:
         if item.get("rule", {}).get("comment") == "localhost":
             item["rule"]["expr"][1] = {"counter": {"packets": 7, "bytes": 420}}
-    report = status.status_report(live, render_batch(config(**FULL)), "nftredir")
-    assert set(report) == {"table", "installed", "matches", "differences", "sets", "chains"}
+    report = status.status_report(live, render_batch(config(**FULL)), "nftredir", [])
+    assert set(report) == {"table", "installed", "flags", "matches", "differences", "other_nat_chains", "sets", "chains"}
     assert report["installed"] and report["matches"] and report["differences"] == []
     chains = {c["name"]: c for c in report["chains"]}
     assert list(chains) == ["PROXY_IN_REDIRECT", "PROXY_INBOUND", "PROXY_REDIRECT", "PROXY_OUTPUT", "prerouting", "output"]
@@ -385,7 +385,7 @@ def test_status_lists_every_rule_with_its_counters_and_comment():
 
 
 def test_status_says_what_differs():
-    report = status.status_report(listing("live-extra-chain.json"), render_batch(config(**FULL)), "nftredir")
+    report = status.status_report(listing("live-extra-chain.json"), render_batch(config(**FULL)), "nftredir", [])
     assert not report["matches"]
     text = status.format_text(report)
     assert "DIFFERS from the desired ruleset (2 differences" in text
@@ -395,14 +395,14 @@ def test_status_says_what_differs():
 
 
 def test_status_of_an_absent_table():
-    report = status.status_report(None, render_batch(config()), "nftredir")
+    report = status.status_report(None, render_batch(config()), "nftredir", [])
     assert (report["installed"], report["matches"], report["sets"], report["chains"]) == (False, False, [], [])
     assert status.format_text(report) == "table inet nftredir: not installed (nothing is redirected); run nftredir apply\n"
 
 
 def test_a_rule_without_counter_has_null_counters():
     live = table_listing(rule(match(TCP_DPORT, 9999), {"return": None}))
-    report = status.status_report(live, {"nftables": []}, "t")
+    report = status.status_report(live, {"nftables": []}, "t", [])
     assert report["chains"][0]["rules"] == [
         {"handle": None, "rule": "tcp dport 9999 return", "comment": None, "packets": None, "bytes": None}
     ]

@@ -133,7 +133,7 @@ def test_a_foreign_nftredir2_table(ns):
     assert code == 1
     assert "other-nftredir" in problems(report)
     (copy,) = findings(report, "other-nftredir")
-    assert copy["details"][0].startswith("table inet nftredir2 (chains PROXY_INBOUND")
+    assert copy["details"][0].startswith("table inet nftredir2 (the managed_by_nftredir mark, chains PROXY_INBOUND")
     # Its base chains redirect too, and are reported as such.
     assert any("inet nftredir2 output" in c["summary"] for c in findings(report, "other-nat-chains"))
 
@@ -247,3 +247,16 @@ def test_a_table_written_by_a_newer_nft_is_a_warning(ns):
     stamp = ns.run(sys.executable, "-c", "from nftredir.tablestamp import table_stamp; "
                    "print(repr(table_stamp('inet', 'future')))", check=True)
     assert stamp.stdout.strip() == "Stamp(version=(9, 9, 1, 0), built=1760000000)"
+
+
+def test_a_table_with_flags_does_not_hide_the_rest(ns):
+    """libnftables 1.0.6 cuts a JSON `list ruleset` short at a table with flags: doctor must not."""
+    assert ns.nftredir("apply").returncode == 0
+    ns.run("nft", "add", "table", "ip", "asleep", "{ flags dormant; }", check=True)
+    ns.run("nft", "add", "table", "ip", "later", check=True)
+    ns.run("nft", "add", "chain", "ip", "later", "out", "{ type nat hook output priority 0; }", check=True)
+    ns.run("nft", "add", "rule", "ip", "later", "out", "tcp", "dport", "80", "redirect", "to", ":81", check=True)
+    code, report = ns.doctor()
+    assert code == 1 and problems(report) == {"other-nat-chains"}
+    assert findings(report, "other-nat-chains")[0]["details"] == ["out: tcp dport 80 redirect to :81"]
+    assert status(report, "drift") == "ok"

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from nftredir.cidr import Cidr
 from nftredir.config import LOCAL_PROXY_MODES, OPTIONS, Config, Item, build_config
 from nftredir.errors import ConfigError
+from nftredir.nft_keywords import KEYWORDS
 from nftredir.sources import Files, gather
 from nftredir.sources.annotations import ANNOTATIONS, go_unquote, read_pod_annotations
 from nftredir.sources.config_file import read_config_file
@@ -27,7 +28,19 @@ HOSTILE = [
     "80\n}", "80;", "10.0.0.0/8 } ; flush ruleset", "eth0\"", "'; rm -rf / #", "$(reboot)", "`id`",
     "a{b}", "\\x00", "\x00", "\u202e", "\udcff", "1" * 1_000_000, "é", "6379 ,\t7070", "+", "eth0+",
     "lo", "a;b", "#c", "@set", "0x50", "-1", "1e3", "80.0", "::1/128", "10.0.0.1/33", "10.0.0.1/8",
+    # issue 10: YAML 1.1 number forms, leading zeros, keywords as table names, empty names
+    "01500", "1:20", "1_000", "0o17", "0080", "10.0.0.0/08", "ip", "table", "counter", "flush", "", " ",
+    "0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255",
 ]
+# Documents that used to crash or mislead: deep nesting, a byte order mark, number forms.
+NUMBER_FORMS = ["01500", "0x50", "1:20", "1_000", "0o17", "1500.0", "+1500", "1e3", ".inf", "0b101", "~", "yes"]
+hostile_documents = st.one_of(
+    st.builds(lambda key, depth, flow: f"{key}: " + ("[" * depth + "]" * depth if flow else "\n" + "- " * depth + "x"),
+              st.sampled_from(["table", "spec", "metadata", "probe-ports"]), st.integers(1, 3000), st.booleans()),
+    st.builds(lambda key, number: f"{key}: {number}\n", st.sampled_from(["proxy-uid", "probe-ports", "healthcheck-port", "table"]),
+              st.sampled_from(NUMBER_FORMS)),
+    st.builds(lambda text: "\ufeff" + text, st.text(max_size=60)),
+)
 hostile_text = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=40), st.text(alphabet="0123456789./,; }{\"'\n", max_size=30))
 
 
@@ -40,11 +53,13 @@ def assert_validated(config: Config) -> None:
                  config.prometheus_port, config.healthcheck_port):
         assert type(port) is int and 1 <= port <= 65535
     for name in config.network_interface_exclusions:
-        assert _IFNAME_RE.fullmatch(name) and not set(name) & set('"\\*/:')
+        assert _IFNAME_RE.fullmatch(name) and not set(name) & set('"\\*/:')  # never empty
     assert config.local_proxy_mode in LOCAL_PROXY_MODES
     assert config.pod_ip is None or type(config.pod_ip) is ipaddress.IPv4Address
-    assert re.fullmatch(r"[a-z][a-z0-9_]{0,31}", config.table)
+    assert re.fullmatch(r"[a-z][a-z0-9_]{0,31}", config.table) and config.table not in KEYWORDS
     assert type(config.proxy_uid) is int
+    pod_ip = config.pod_ip
+    assert pod_ip is None or not (pod_ip.is_loopback or pod_ip.is_multicast or pod_ip.is_unspecified or pod_ip.is_reserved)
 
 
 def outcome(read, *args) -> None:
@@ -123,6 +138,16 @@ def test_hostile_meshconfig_fields(tmp_path, fields, fmt):
 @FUZZ
 @given(st.text(max_size=200))
 def test_any_text_as_a_yaml_or_json_file(tmp_path, text):
+    path = tmp_path / "file"
+    path.write_text(text, errors="surrogateescape")
+    outcome(read_mesh_config, str(path))
+    outcome(read_config_file, str(path))
+    outcome(read_pod_annotations, str(path))
+
+
+@FUZZ
+@given(hostile_documents)
+def test_deep_numeric_and_bom_documents_in_every_file_source(tmp_path, text):
     path = tmp_path / "file"
     path.write_text(text, errors="surrogateescape")
     outcome(read_mesh_config, str(path))

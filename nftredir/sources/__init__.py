@@ -70,6 +70,22 @@ def file_paths(flags: Files, environ: Mapping[str, str]) -> Files:
     return Files(*(given or environ.get(var) or None for given, var in zip(flags, FILE_VARIABLES)))
 
 
+def table_layer(flag: str | None, environ: Mapping[str, str], config: str | None = None) -> Layer:
+    """Only the table name, by the same precedence as `gather` (flag, NFTREDIR_TABLE, the
+    config file's table key): what `remove` needs, so no other source can make it fail."""
+    if flag is not None:
+        return {"table": [Item(flag, "--table")]}
+    environment = environment_layer(environ)
+    if "table" in environment:
+        return {"table": environment["table"]}
+    path = config or environ.get(FILE_VARIABLES.config) or None
+    if path:
+        from nftredir.sources.config_file import read_config_file
+
+        return read_config_file(path, only="table")
+    return {}
+
+
 def gather(flags: Layer, environ: Mapping[str, str], files: Files = Files()) -> Layer:
     """All sources, read and combined by precedence: flags > environment > --config > mesh."""
     paths = file_paths(files, environ)

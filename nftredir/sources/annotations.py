@@ -130,7 +130,14 @@ def read_pod_annotations(path: str | Path) -> dict[str, list[Item]]:
     if is_downward_api(text):
         annotations = parse_downward_api(text, name)
     else:
-        annotations = _manifest_annotations(parse_document(text, name))
+        doc = parse_document(text, name)
+        if not isinstance(doc.data, dict):
+            first = text.lstrip("\n").split("\n", 1)[0]
+            raise ConfigError(
+                f"{name}:1", first, 'expected a downward-API annotations file (key="value" lines, as the kubelet '
+                "writes them, each key at the start of its line) or a Pod manifest in YAML or JSON",
+            )
+        annotations = _manifest_annotations(doc)
     return pod_layer(annotations)
 
 

@@ -22,8 +22,9 @@ from nftredir.sources.documents import Document, load_document, shown
 from nftredir.sources.meshconfig import expect
 
 
-def read_config_file(path: str | Path) -> dict[str, list[Item]]:
-    return config_file_layer(load_document(path))
+def read_config_file(path: str | Path, only: str | None = None) -> dict[str, list[Item]]:
+    """The file's layer; with `only`, just that option, and other keys are not looked at."""
+    return config_file_layer(load_document(path, numbers_as_text=True), only)
 
 
 def _scalar(doc: Document, path: tuple[str | int, ...], value: object, option: str) -> list[Item]:
@@ -32,12 +33,14 @@ def _scalar(doc: Document, path: tuple[str | int, ...], value: object, option: s
     return option_items(option, str(value), doc.where(path))
 
 
-def config_file_layer(doc: Document) -> dict[str, list[Item]]:
+def config_file_layer(doc: Document, only: str | None = None) -> dict[str, list[Item]]:
     if doc.data is None:
         return {}  # an empty file
     root = expect(doc, (), doc.data, dict)
     layer: dict[str, list[Item]] = {}
     for key, value in root.items():
+        if only is not None and key != only:
+            continue
         if not isinstance(key, str) or key not in OPTIONS:
             known = ", ".join(OPTIONS)
             raise ConfigError(doc.at((key if isinstance(key, (str, int)) else str(key),)), shown(key), f"unknown key; the keys are: {known}")

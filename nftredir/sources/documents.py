@@ -9,7 +9,9 @@ only here and only when a YAML file is read, with libyaml's C parser when it is 
 from __future__ import annotations
 
 import json
+import os
 import reprlib
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,6 +20,8 @@ from nftredir.errors import ConfigError
 
 Path_ = tuple[str | int, ...]
 _STR_TAG = "tag:yaml.org,2002:str"
+_INT_TAG = "tag:yaml.org,2002:int"
+_NUMBER_TAGS = (_INT_TAG, "tag:yaml.org,2002:float")
 
 
 def display_path(path: str | Path) -> str:
@@ -75,15 +79,31 @@ class Where(NamedTuple):
         return self.doc.where(self.path)
 
 
+# Far above any real file: Kubernetes objects are at most ~1.5 MB (etcd's limit), and a
+# MeshConfig of 200,000 CIDRs is ~4 MB. The cap bounds memory for /dev/zero and the like.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+# Real documents nest a handful of levels; libyaml's C composer recurses on the C stack and
+# crashes the process on documents nested tens of thousands deep, so deeper ones are refused.
+MAX_DEPTH = 100
+_BOM = "\ufeff"
+
+
 def read_text(path: str | Path) -> str:
-    """The file as text; unreadable files and bytes that are not UTF-8 are ConfigErrors."""
+    """The file as text; unreadable files, devices, files over MAX_FILE_BYTES and bytes that
+    are not UTF-8 are ConfigErrors. A leading byte order mark is dropped."""
     name = display_path(path)
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+                raise ConfigError(name, str(path), "not a regular file (or a pipe)")
+            data = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(name, str(path), f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(name, str(path), f"larger than {MAX_FILE_BYTES // 2**20} MiB: not a configuration file")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix(_BOM)
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         bad = data[exc.start : exc.end]
@@ -95,16 +115,47 @@ def looks_like_json(text: str) -> bool:
     return text.lstrip()[:1] in ("{", "[")
 
 
-def load_document(path: str | Path) -> Document:
+def load_document(path: str | Path, numbers_as_text: bool = False) -> Document:
     """Parse a YAML or JSON file (JSON if it starts with '{' or '['; YAML is the rest)."""
-    return parse_document(read_text(path), display_path(path))
+    return parse_document(read_text(path), display_path(path), numbers_as_text)
 
 
-def parse_document(text: str, name: str) -> Document:
+def parse_document(text: str, name: str, numbers_as_text: bool = False) -> Document:
+    """`numbers_as_text`: a YAML number stays the text it was written as (nftredir's own file,
+    where a value must mean what it means as a flag: `01500` is not octal 832)."""
     if looks_like_json(text):
         return Document(name, _load_json(text, name))
-    data, lines = _load_yaml(text, name)
+    data, lines = _load_yaml(text, name, numbers_as_text)
     return Document(name, data, lines)
+
+
+def _depth_bound(text: str) -> int:
+    """An upper bound of the YAML nesting depth, cheap enough for a 50,000-item file: every
+    level needs an open bracket, more indentation, or a '- ' / '? ' / ': ' on its line."""
+    brackets = text.count("[") + text.count("{")
+    if brackets > MAX_DEPTH:
+        return brackets
+    indent = max((len(line) - len(line.lstrip(" ")) for line in text.splitlines()), default=0)
+    inline = max((line.count("- ") + line.count("? ") + line.count(": ") for line in text.splitlines()), default=0)
+    return brackets + indent + inline
+
+
+def _check_depth(loader: Any, text: str, name: str) -> None:
+    """Refuse a document nested over MAX_DEPTH, from the parser's events, before composing it."""
+    import yaml
+
+    depth = 0
+    while True:
+        event = loader.get_event()
+        if event is None or isinstance(event, yaml.StreamEndEvent):
+            return
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line
+                raise ConfigError(f"{name}:{line + 1}", _line_of(text, event.start_mark), f"nested more than {MAX_DEPTH} levels deep")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 def _load_json(text: str, name: str) -> Any:
@@ -130,16 +181,24 @@ def _load_json(text: str, name: str) -> Any:
         raise ConfigError(name, text[:20], f"malformed JSON: {exc}") from None
 
 
-def _load_yaml(text: str, name: str) -> tuple[Any, dict[Path_, int]]:
+def _load_yaml(text: str, name: str, numbers_as_text: bool = False) -> tuple[Any, dict[Path_, int]]:
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     lines: dict[Path_, int] = {}
+    loader = None
     try:
+        if _depth_bound(text) > MAX_DEPTH:
+            checker = loader_class(text)
+            try:
+                _check_depth(checker, text, name)
+            finally:
+                checker.dispose()
+        loader = loader_class(text)
         node = loader.get_single_node()
         if node is None:
             return None, lines
-        return _Walker(loader, lines, name).value(node, ()), lines
+        return _Walker(loader, lines, name, numbers_as_text).value(node, ()), lines
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{name}:{mark.line + 1}" if mark else name
@@ -150,7 +209,8 @@ def _load_yaml(text: str, name: str) -> tuple[Any, dict[Path_, int]]:
     except RecursionError:
         raise ConfigError(name, text[:20], "YAML nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _line_of(text: str, mark: Any) -> str:
@@ -167,8 +227,9 @@ class _Walker:
     costs no more than its text, and a self-referencing one cannot loop.
     """
 
-    def __init__(self, loader: Any, lines: dict[Path_, int], name: str) -> None:
+    def __init__(self, loader: Any, lines: dict[Path_, int], name: str, numbers_as_text: bool = False) -> None:
         self.loader, self.lines, self.name = loader, lines, name
+        self.numbers_as_text = numbers_as_text
         self.built: dict[int, Any] = {}
 
     def value(self, node: Any, path: Path_) -> Any:
@@ -200,6 +261,12 @@ class _Walker:
             return items
         if node.tag == _STR_TAG:  # most scalars: skip the constructor's bookkeeping
             return node.value
+        if self.numbers_as_text and node.tag in _NUMBER_TAGS and not node.style:  # plain: None, or '' from libyaml
+            return node.value  # validated as a flag's text would be
+        if node.tag == _INT_TAG and ":" in node.value:
+            # YAML 1.1's base 60 (`1:20` is 80): Kubernetes' YAML reader has no such number.
+            where = f"{self.name}:{node.start_mark.line + 1}"
+            raise ConfigError(where, node.value, "a base-60 number in YAML 1.1; quote it if it is text")
         try:
             return self.loader.construct_object(node, deep=True)
         except ValueError as exc:  # e.g. an integer of more than 4300 digits

@@ -1,0 +1,63 @@
+"""Whose table is it: nftredir replaces or deletes only a table it made.
+
+Every table nftredir installs holds a named counter, `managed_by_nftredir`, that no rule uses:
+the mark. (A table comment would be the natural mark, but libnftables 1.0.6's JSON input
+drops table comments.) Before `apply` replaces a table or `remove` deletes it, the live table
+of that name, if there is one, must carry the mark, or be a table an nftredir from before the
+mark made: no mark, exactly nftredir's chains, and no set or other object nftredir does not
+make. Anything else is another tool's table, and is refused with nothing sent.
+"""
+
+from __future__ import annotations
+
+from nftredir.errors import ConfigError, SystemRefused
+from nftredir.kernel import table_header
+
+MARK = "managed_by_nftredir"
+# The sets nftredir may make (templates/ruleset.j2, through nftredir.render.template_context).
+SET_NAMES = ("outbound_ip_range_exclusions", "outbound_ip_range_inclusions",
+             "outbound_port_exclusions", "inbound_port_exclusions")
+
+
+def objects(text: str) -> set[tuple[str, str]]:
+    """(kind, name) of each object in a `nft list table` text listing: `\tchain PROXY_OUTPUT {`."""
+    found = set()
+    for line in text.splitlines():
+        if line.startswith("\t") and not line.startswith("\t\t") and line.endswith(" {"):
+            *kind, name = line[1:-2].split(" ")
+            found.add((" ".join(kind), name))
+    return found
+
+
+def is_ours(text: str, chain_names: set[str]) -> bool:
+    """Whether the listed table carries the mark, or is a pre-mark nftredir table."""
+    found = objects(text)
+    if ("counter", MARK) in found:
+        return True
+    chains = {name for kind, name in found if kind == "chain"}
+    sets = {name for kind, name in found if kind == "set"}
+    others = {kind for kind, _ in found} - {"chain", "set"}
+    return not others and chains == chain_names and sets <= set(SET_NAMES)
+
+
+def check(text: str | None, table: str, source: object, chain_names: set[str], action: str) -> None:
+    """Refuse to `action` ("replace", "delete") `inet <table>` unless it is nftredir's.
+
+    `text` is the table's terse listing (Kernel.table_text; None when it does not exist),
+    `chain_names` the chains nftredir makes, `source` where the table name came from.
+    """
+    if text is None:
+        return
+    header = table_header(text)
+    if "owner" in header["flags"]:
+        held_by = f" ({header['program']})" if header["program"] else ""
+        raise SystemRefused(
+            f"table inet {table} is owned by another process{held_by} (flags owner): the kernel lets only "
+            "that process change it, and deletes it when that process exits"
+        )
+    if not is_ours(text, chain_names):
+        raise ConfigError(
+            source, table,
+            f"table inet {table} exists and is not nftredir's (it has no {MARK} counter): "
+            f"refusing to {action} it; choose another table name",
+        )
