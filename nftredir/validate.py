@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -118,7 +119,7 @@ class _Namespace:
             and (not c.outbound_ip_range_inclusions or _in(address, c.outbound_ip_range_inclusions))
         )
 
-    def pick(self, ranges: list[Cidr], accept) -> int | None:
+    def pick(self, ranges: list[Cidr], accept: Callable[[int], bool]) -> int | None:
         return next((a for a in _candidates(ranges, self.routes, self.config) if accept(a)), None)
 
 
@@ -252,8 +253,13 @@ def validate(config: Config, table_installed: bool, timeout: float = DEFAULT_TIM
     """Run every check in this namespace; the results in plan order."""
     from nftredir import netinfo, probes
 
+    from nftredir.errors import SystemRefused
+
     only_uid = None if switchable() else os.geteuid()
-    checks = plan(config, netinfo.routes(), netinfo.local_addresses(), only_uid)
+    try:
+        checks = plan(config, netinfo.routes(), netinfo.local_addresses(), only_uid)
+    except OSError as exc:
+        raise SystemRefused(f"could not read the namespace's routes and addresses from /proc/net: {exc}") from None
     results: list[Result] = [
         Result("table", "pass", f"table inet {config.table} is installed")
         if table_installed
@@ -282,7 +288,10 @@ def validate(config: Config, table_installed: bool, timeout: float = DEFAULT_TIM
                 check = Check(check.name, check.what, Probe(check.name, check.probe.uid, "127.0.0.1", port), POD)
             runnable.append(check)
         active = [c for c in runnable if c.probe]
-        outcomes = dict(zip((c.name for c in active), probes.run([c.probe for c in active], sockets, timeout)))
+        try:
+            outcomes = dict(zip((c.name for c in active), probes.run([c.probe for c in active], sockets, timeout)))
+        except OSError as exc:  # fork or pipe refused: the system, not the ruleset
+            raise SystemRefused(f"could not start the test connections: {exc}") from None
     finally:
         for s in sockets.values():
             s.close()
