@@ -86,7 +86,13 @@ ENV PATH=/opt/nftredir/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
-RUN nftredir --help >/dev/null
+# FSM's injector runs `/bin/sh -c "iptables-restore --noflush <<EOF ... EOF"`: this wrapper is
+# that iptables-restore (nftredir iptables-restore; see deploy/fsm.md). Still no real iptables.
+COPY image/iptables-restore /usr/local/bin/iptables-restore
+
+RUN nftredir --help >/dev/null \
+ && [ "$(command -v iptables-restore)" = /usr/local/bin/iptables-restore ] \
+ && [ -x /usr/local/bin/iptables-restore ] && [ -x /bin/sh ]
 
 LABEL org.opencontainers.image.title="nftredir" \
       org.opencontainers.image.description="Init container programming a pod's nftables redirection ruleset (table inet nftredir) via libnftables"

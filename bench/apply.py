@@ -35,6 +35,8 @@ class Command:
     argv: Sequence[str]
     stdin: Path | None = None
     check: Callable[[netlab.Netns], None] | None = None
+    prepare: Callable[[netlab.Netns], None] | None = None  # untimed, in the run's namespace first
+    exit_code: int = 0  # what the command must exit with (`diff` exits 1 on a difference)
 
 
 def timed(spawn: Path, ns: netlab.Netns, cmd: Command, log: Path) -> Sample:
@@ -45,7 +47,7 @@ def timed(spawn: Path, ns: netlab.Netns, cmd: Command, log: Path) -> Sample:
     if proc.returncode != 0:
         raise BenchError(f"spawn failed: {proc.stderr.strip()}")
     wall_ns, maxrss_kb, status = (int(x) for x in proc.stdout.split())
-    if status != 0:
+    if status != cmd.exit_code << 8:  # a wait status: the exit code is its high byte
         tail = log.read_text(errors="replace")[-2000:]
         raise BenchError(f"{' '.join(map(str, cmd.argv))} failed (wait status {status}):\n{tail}")
     return Sample(wall_ns / 1e9, maxrss_kb)
@@ -57,6 +59,8 @@ def settle(n: int) -> None:
 
 def run_once(spawn: Path, cmd: Command, log: Path, check: bool) -> Sample:
     with netlab.netns(netlab.unique_name("apply", prefix="nrb")) as ns:
+        if cmd.prepare is not None:
+            cmd.prepare(ns)
         sample = timed(spawn, ns, cmd, log)
         if check and cmd.check is not None:
             cmd.check(ns)
@@ -103,3 +107,13 @@ def check_iptables(n: int) -> Callable[[netlab.Netns], None]:
             raise BenchError(f"iptables-restore left {got} exclusion rules, expected {n}")
 
     return check
+
+
+def applied(nftredir: Path, mesh: Path, change: Sequence[str] | None = None) -> Callable[[netlab.Netns], None]:
+    """Prepare a namespace for `diff`: nftredir's ruleset applied, then `change` run as nft."""
+    def prepare(ns: netlab.Netns) -> None:
+        ns.run([str(nftredir), "apply", "--mesh-config", str(mesh)], timeout=600)
+        if change:
+            ns.run(["nft", *change])
+
+    return prepare

@@ -104,10 +104,17 @@ def _apply(args, spawn: Path, nftredir: Path, ipt: Path, files: dict[str, Path],
             samples[("peak RSS", nlabel, kind)] = [s.maxrss_kb / 1024 for s in runs]
 
     for i, n in enumerate(args.sizes):
-        _log(f"apply: N={n}, {args.reps} reps each, nftredir, iptables-restore and the Python floor interleaved")
+        _log(f"apply: N={n}, {args.reps} reps each, nftredir, iptables-restore, the Python floor and nftredir diff interleaved")
+        mesh = files[f"mesh-{n}"]
+        diff = [str(nftredir), "diff", "--mesh-config", str(mesh)]
+        # One element gone from the set (or, with no set, one rule added): `diff` must find it.
+        change = (["delete", "element", "inet", "nftredir", "outbound_ip_range_exclusions", f"{{ {exclusion_cidrs(n)[0]} }}"]
+                  if n else ["add", "rule", "inet", "nftredir", "PROXY_OUTPUT", "tcp", "dport", "9", "return"])
         record(str(n), apply_phase.measure(spawn, {
-            "nftredir": apply_phase.Command([str(nftredir), "apply", "--mesh-config", str(files[f"mesh-{n}"])],
+            "nftredir": apply_phase.Command([str(nftredir), "apply", "--mesh-config", str(mesh)],
                                             check=apply_phase.check_nftredir(n)),
+            "diff": apply_phase.Command(diff, prepare=apply_phase.applied(nftredir, mesh)),
+            "diff, one changed": apply_phase.Command(diff, prepare=apply_phase.applied(nftredir, mesh, change), exit_code=1),
             "iptables-restore": apply_phase.Command([str(ipt), "--noflush"], files[f"fsm-{n}"], apply_phase.check_iptables(n)),
             "floor": apply_phase.Command(["/usr/bin/python3", str(HERE / "floor.py"), str(files[f"batch-{n}"])],
                                          check=apply_phase.check_nftredir(n)),
@@ -155,6 +162,10 @@ def _rows(args, levels: list[int], samples: Samples) -> list[report.Row]:
         for n in [n for n in args.sizes if n in TARGET_SIZES]:
             rows.append(report.Row("apply, ms: Python floor (in nftredir's column) vs iptables-restore", f"{n:,}",
                                    med("apply", n, "floor"), med("apply", n, "iptables-restore"), "ms"))
+        for kind, label in (("diff", "diff of an identical table"), ("diff, one changed", "diff with one element changed")):
+            for n in args.sizes:
+                rows.append(report.Row(f"{label}, ms: vs apply", f"{n:,}", med("apply", n, kind),
+                                       med("apply", n, "nftredir"), "ms", "<= 1.0" if n == 50_000 else ""))
         rows.append(report.Row("apply default config, ms: vs Python floor", "0", med("apply", "default", "nftredir"),
                                med("apply", "default", "floor"), "ms", "<= 2.5"))
         for n in args.sizes:

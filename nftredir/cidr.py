@@ -67,7 +67,7 @@ def parse(text: str) -> Cidr:
     raise ValueError(f"prefix length {int(length)} is over 32")
 
 
-def _split(first: int, last: int) -> Iterator[Cidr]:
+def split(first: int, last: int) -> Iterator[Cidr]:
     """The fewest CIDRs covering exactly first..last: the largest aligned block each time."""
     while first <= last:
         size = first & -first if first else 1 << 32  # the largest block aligned at `first`
@@ -77,17 +77,25 @@ def _split(first: int, last: int) -> Iterator[Cidr]:
         first += size
 
 
+def merge_intervals(intervals: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """Inclusive [first, last] intervals, overlapping and adjacent ones joined, in order."""
+    merged: list[list[int]] = []
+    for first, last in sorted(intervals):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return merged
+
+
 def merge(cidrs: Iterable[Cidr]) -> list[Cidr]:
     """The same addresses as the fewest CIDRs, in address order.
 
     nft 1.0.6 refuses overlapping intervals in a set even with auto-merge, so overlapping and
     adjacent ranges are merged here, deterministically; what they match does not change.
     """
-    merged: list[list] = []  # [first, last, the one Cidr it came from, or None once merged]
-    for cidr in sorted(cidrs):
-        first, last = cidr.network, cidr.last
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1][1:] = [max(merged[-1][1], last), None]
-        else:
-            merged.append([first, last, cidr])
-    return [cidr for first, last, alone in merged for cidr in ((alone,) if alone else _split(first, last))]
+    given = {(c.network, c.last): c for c in cidrs}  # a range that merged with nothing stays as given
+    return [
+        c for first, last in merge_intervals(given)
+        for c in ((given[(first, last)],) if (first, last) in given else split(first, last))
+    ]

@@ -164,6 +164,14 @@ def _table_source(config: Config) -> str:
     return str(config.sources.get("table", "the table name (default)"))
 
 
+def _refuse_unless_ours(kernel: Any, table: str, source: str, action: str) -> None:
+    """Before a replace or delete: the live table of that name, if any, must be nftredir's."""
+    from nftredir import ownership
+    from nftredir.render import owned_chains
+
+    ownership.check(kernel.table_text(table), table, source, owned_chains(table), action)
+
+
 @app.command()
 @with_config
 def render(
@@ -221,14 +229,13 @@ def apply(
 
     Example: nftredir apply --outbound-ip-range-exclusion-list 169.254.169.254/32
     """
-    from nftredir import ownership
-    from nftredir.render import owned_chains, render
+    from nftredir.render import render
 
     kernel = _kernel(verbose)
     batch, table, source = render(config, "json"), config.table, _table_source(config)
     checked = config if validate and not dry_run else None
     del config  # the batch text is all the kernel needs: a 50,000-CIDR Config need not outlive it
-    ownership.check(kernel.table_text(table), table, source, owned_chains(table), "replace")
+    _refuse_unless_ours(kernel, table, source, "replace")
     if show_diff:
         import json
 
@@ -257,6 +264,7 @@ JSON: {"table": {"family", "name"}, "installed": bool, "identical": bool,
   "differences": [{"object": "table"|"set"|"chain"|"rule"|...,
     "change": "missing"|"extra"|"changed", "name": set/chain name (a rule's chain),
     "live": {...}|null, "desired": {...}|null, ...}]}
+  table sides (changed): {"family", "name", "flags", "comment"};
   rule sides: {"index", "rule", "comment"} (+ "handle" live); set sides: {"type", "flags",
   "elements"}, changed sets add "fields", "elements_missing", "elements_extra"; chain sides:
   {"type", "hook", "prio", "policy", "rules"}, changed chains add "fields".
@@ -291,11 +299,17 @@ def diff_command(config: Config, format: Format = "text", verbose: Verbose = Fal
 
 
 _STATUS_EPILOG = """\b
-JSON: {"table": {"family", "name"}, "installed": bool, "matches": bool,
-  "differences": [as in nftredir diff], "sets": [{"name", "type", "flags", "elements"}],
+JSON: {"table": {"family", "name"}, "installed": bool, "flags": [...], "matches": bool,
+  "differences": [as in nftredir diff],
+  "other_nat_chains": [{"family", "table", "chain", "type", "hook", "prio"}],
+  "sets": [{"name", "type", "flags", "elements"}],
   "chains": [{"name", "type", "hook", "prio", "policy",
     "rules": [{"handle", "rule", "comment", "packets", "bytes"}]}]}
   Full description: README, "nftredir diff and status".
+
+\b
+Other nat chains on the prerouting and output hooks (iptables-nft's ip nat, other tools, a
+second nftredir table) act on the same traffic: status lists them all.
 
 \b
 Exit codes: 0 the status was shown (whether or not the table matches: use nftredir diff to
@@ -406,6 +420,46 @@ def doctor(config: Config, format: Format = "text") -> None:
         raise typer.Exit(1)
 
 
+_RESTORE_EPILOG = """\b
+Reads FSM's init-container script (pkg/injector/iptables.go: `*nat`, the four FSM_PROXY_*
+chains, or OSM's OSM_PROXY_* / PROXY_* names, `-A`/`-I` rules, `COMMIT`), derives the options it
+states, and applies them as `nftredir apply` would: table inet nftredir, one transaction,
+idempotent. A script that is not exactly FSM's script for some configuration is refused: exit
+2, the line and why, nothing sent. NFTREDIR_TABLE (and other options a script cannot state)
+still apply; setting an option the script states is refused; POD_IP is ignored (the shell
+already wrote it into the script). Full description: deploy/fsm.md."""
+
+
+@app.command("iptables-restore", epilog=_RESTORE_EPILOG)
+def iptables_restore(
+    file: Annotated[Optional[str], typer.Argument(metavar="[FILE]", help="The script; stdin when absent or '-'.")] = None,
+    noflush: Annotated[
+        bool, typer.Option("--noflush", "-n", help="Accepted for FSM's command line; iptables' tables are never touched either way.")
+    ] = False,
+    test: Annotated[
+        bool, typer.Option("--test", "-t", help="Parse and validate, have the kernel dry-run the batch; commit nothing.")
+    ] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Apply a mesh's `iptables-restore` redirection script as nftredir's native ruleset.
+
+    Drop-in for FSM's init container, whose command is
+    /bin/sh -c "iptables-restore --noflush <<EOF ... EOF". FILE is the script; stdin when
+    it is absent or '-'.
+
+    Example: nftredir render --format iptables --outbound-port-exclusion-list 6379 | nftredir iptables-restore --test
+    """
+    from nftredir.render import render
+    from nftredir.sources.mesh_script import script_config
+
+    config = script_config(file, os.environ)
+    kernel = _kernel(verbose)
+    _refuse_unless_ours(kernel, config.table, _table_source(config), "replace")
+    kernel.send(render(config, "json"), dry_run=test)
+    if test:
+        print(f"test: the kernel accepted the ruleset for table inet {config.table}; nothing was committed", file=sys.stderr)
+
+
 @app.command()
 def remove(
     table: Annotated[
@@ -425,17 +479,13 @@ def remove(
     key of --config or NFTREDIR_CONFIG), so what apply installed, remove deletes. Nothing else
     is read: a broken MeshConfig or annotations file cannot stop the cleanup.
     """
-    from nftredir import ownership
-    from nftredir.render import owned_chains, remove_batch
+    from nftredir.render import remove_batch
     from nftredir.sources import table_layer
 
     config = build_config(table_layer(table, os.environ, config_file))
     kernel = _kernel(verbose)
-    text = kernel.table_text(config.table)
-    if text is None:
-        return  # already absent: nothing to do
-    ownership.check(text, config.table, _table_source(config), owned_chains(config.table), "delete")
-    kernel.send(remove_batch(config.table))
+    _refuse_unless_ours(kernel, config.table, _table_source(config), "delete")
+    kernel.send(remove_batch(config.table))  # adds the table first, so an absent one is fine
 
 
 def _print_version(value: bool) -> None:

@@ -29,7 +29,9 @@ such as "map" or "flowtable" found live), "change" ("missing": desired, not live
 live, not desired; "changed": both, different), "name", "live" and "desired" (the object on
 each side, null where absent), and by kind:
 
-- table: only "missing" (everything else is then missing too, and not listed again).
+- table: "missing" (everything else is then missing too, and not listed again), or "changed":
+  live/desired are {"family", "name", "flags", "comment"}, with "fields" (a dormant table
+  redirects nothing, whatever its rules say).
 - set: live/desired are {"type", "flags", "elements"}; "changed" adds "fields" (which of
   type/flags/elements differ), "elements_missing" and "elements_extra" (canonical text).
 - chain: live/desired are {"type", "hook", "prio", "policy", "rules"} (the first four null for
@@ -48,7 +50,11 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
+from socket import inet_aton
 from typing import Any
+
+from nftredir import cidr
 
 FAMILY = "inet"
 _UNQUALIFIED_META = {"iif", "oif", "iifname", "oifname", "iifgroup", "oifgroup"}
@@ -127,6 +133,11 @@ def _address_or_int(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str):
+        if value.count(".") == 3:  # IPv4, the common case, without ipaddress's cost
+            try:
+                return int.from_bytes(inet_aton(value), "big")
+            except OSError:
+                return None
         try:
             return int(ipaddress.ip_address(value))
         except ValueError:
@@ -137,11 +148,13 @@ def _address_or_int(value: Any) -> int | None:
 def _bounds(kind: str, value: Any) -> tuple[int, int] | None:
     """An element as an inclusive (low, high) interval of integers, or None if it is not one."""
     if isinstance(value, dict) and "prefix" in value:
-        try:
-            net = ipaddress.ip_network(f"{value['prefix']['addr']}/{value['prefix']['len']}", strict=False)
-        except (ValueError, KeyError, TypeError):
+        prefix = value["prefix"]
+        address = _address_or_int(prefix.get("addr")) if isinstance(prefix, dict) else None
+        length, bits = (prefix.get("len") if isinstance(prefix, dict) else None), (32 if kind == "ipv4_addr" else 128)
+        if address is None or not isinstance(length, int) or not 0 <= length <= bits:
             return None
-        return int(net.network_address), int(net.broadcast_address)
+        host = (1 << (bits - length)) - 1
+        return address & ~host, address | host
     if isinstance(value, dict) and "range" in value and len(value["range"]) == 2:
         low, high = (_address_or_int(v) for v in value["range"])
         return (low, high) if low is not None and high is not None else None
@@ -152,23 +165,17 @@ def _bounds(kind: str, value: Any) -> tuple[int, int] | None:
 def _interval_text(kind: str, low: int, high: int) -> str:
     if kind == "inet_service":
         return str(low) if low == high else f"{low}-{high}"
-    address = ipaddress.IPv4Address if kind == "ipv4_addr" else ipaddress.IPv6Address
-    first, last = address(low), address(high)
+    if kind == "ipv4_addr":
+        blocks = list(islice(cidr.split(low, high), 2))
+        if len(blocks) == 1:
+            return blocks[0].address if blocks[0].prefixlen == 32 else str(blocks[0])
+        return f"{cidr.dotted(low)}-{cidr.dotted(high)}"
+    first, last = ipaddress.IPv6Address(low), ipaddress.IPv6Address(high)
     nets = list(ipaddress.summarize_address_range(first, last))
     if len(nets) == 1:
         net = nets[0]
         return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
     return f"{first}-{last}"
-
-
-def _merge(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for low, high in sorted(intervals):
-        if merged and low <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
-        else:
-            merged.append((low, high))
-    return merged
 
 
 def canonical_elements(kind: str, flags: Iterable[str], elements: Iterable[Any]) -> tuple[str, ...]:
@@ -178,7 +185,7 @@ def canonical_elements(kind: str, flags: Iterable[str], elements: Iterable[Any])
         bounds = [_bounds(kind, v) for v in values]
         if all(b is not None for b in bounds):
             if "interval" in flags:
-                return tuple(_interval_text(kind, low, high) for low, high in _merge(bounds))  # type: ignore[arg-type]
+                return tuple(_interval_text(kind, low, high) for low, high in cidr.merge_intervals(bounds))  # type: ignore[arg-type]
             return tuple(value_text(v) for _, v in sorted(zip(bounds, values), key=lambda pair: pair[0]))
     return tuple(sorted({value_text(v) for v in values}))
 

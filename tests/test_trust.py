@@ -48,6 +48,15 @@ def test_a_table_nftredir_did_not_make_is_neither_replaced_nor_deleted(netns, co
     assert ruleset(netns) == before
 
 
+def test_the_drop_in_refuses_another_tool_s_table_too(netns):
+    netns.nft("-f", "-", input=FIREWALL)
+    before = ruleset(netns)
+    result = run_nftredir("iptables-restore", "--noflush", env={"NFTREDIR_TABLE": "filter"},
+                          input=render(config_of(), "iptables"), netns=netns)
+    assert "table inet filter exists and is not nftredir's" in one_line_error(result, 2)
+    assert ruleset(netns) == before
+
+
 def test_remove_refuses_firewalld_s_table_named_by_the_environment(netns):
     netns.nft("add", "table", "inet", "firewalld")
     netns.nft("add", "chain", "inet", "firewalld", "filter_INPUT", "{ type filter hook input priority 10; }")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nftredir.config import OPTIONS, Item, option_items
 from nftredir.errors import ConfigError
-from nftredir.sources.documents import Document, load_document, shown
+from nftredir.sources.documents import Document, Where, load_document, shown
 from nftredir.sources.meshconfig import expect
 
 
@@ -30,7 +30,7 @@ def read_config_file(path: str | Path, only: str | None = None) -> dict[str, lis
 def _scalar(doc: Document, path: tuple[str | int, ...], value: object, option: str) -> list[Item]:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ConfigError(doc.where(path), shown(value), "expected a string or an integer")
-    return option_items(option, str(value), doc.where(path))
+    return option_items(option, str(value), Where(doc, path))  # spelled out only for a message
 
 
 def config_file_layer(doc: Document, only: str | None = None) -> dict[str, list[Item]]:

@@ -8,13 +8,14 @@ only here and only when a YAML file is read, with libyaml's C parser when it is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import reprlib
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from nftredir.errors import ConfigError
 
@@ -88,20 +89,29 @@ MAX_DEPTH = 100
 _BOM = "\ufeff"
 
 
-def read_text(path: str | Path) -> str:
-    """The file as text; unreadable files, devices, files over MAX_FILE_BYTES and bytes that
-    are not UTF-8 are ConfigErrors. A leading byte order mark is dropped."""
+def read_bytes(path: str | Path, file: BinaryIO | None = None) -> bytes:
+    """The file's bytes (or those of the open `file`, such as stdin, named `path`): devices,
+    directories and anything over MAX_FILE_BYTES are ConfigErrors, so nothing that never ends
+    is read to the end."""
     name = display_path(path)
     try:
-        with open(path, "rb") as file:
-            mode = os.fstat(file.fileno()).st_mode
-            if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        with open(path, "rb") if file is None else contextlib.nullcontext(file) as stream:
+            mode = os.fstat(stream.fileno()).st_mode
+            if file is None and not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
                 raise ConfigError(name, str(path), "not a regular file (or a pipe)")
-            data = file.read(MAX_FILE_BYTES + 1)
+            data = stream.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(name, str(path), f"cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError(name, str(path), f"larger than {MAX_FILE_BYTES // 2**20} MiB: not a configuration file")
+    return data
+
+
+def read_text(path: str | Path) -> str:
+    """The file as text (read_bytes); bytes that are not UTF-8 are ConfigErrors. A leading byte
+    order mark is dropped."""
+    name = display_path(path)
+    data = read_bytes(path)
     try:
         return data.decode("utf-8").removeprefix(_BOM)
     except UnicodeDecodeError as exc:
