@@ -138,6 +138,11 @@ def _objects(listing: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return [item[kind] for item in listing.get("nftables", []) if kind in item]
 
 
+def mesh_of(chain: str) -> str | None:
+    """The mesh whose iptables init container names its chains so, if any."""
+    return next((mesh for prefix, mesh in MESH_CHAIN_PREFIXES.items() if chain.startswith(prefix)), None)
+
+
 def mesh_iptables(listing: dict[str, Any]) -> Finding:
     """iptables-nft rules of a mesh (FSM, OSM, Istio, Linkerd, Kuma): they redirect too."""
     found: dict[tuple[str, str], list[str]] = {}
@@ -145,11 +150,10 @@ def mesh_iptables(listing: dict[str, Any]) -> Finding:
     for chain in _objects(listing, "chain"):
         if chain.get("family") not in ("ip", "ip6"):
             continue
-        for prefix, mesh in MESH_CHAIN_PREFIXES.items():
-            if chain["name"].startswith(prefix):
-                found.setdefault((chain["family"], chain["table"]), []).append(chain["name"])
-                meshes.add(mesh)
-                break
+        mesh = mesh_of(chain["name"])
+        if mesh:
+            found.setdefault((chain["family"], chain["table"]), []).append(chain["name"])
+            meshes.add(mesh)
     if not found:
         return Finding("mesh-iptables", OK, "no iptables rules of a service mesh (FSM_PROXY_*, PROXY_*, ISTIO_*, PROXY_INIT_*, ...)")
     details = [f"table {family} {table}: chains {', '.join(chains)}" for (family, table), chains in found.items()]
@@ -376,18 +380,28 @@ def drift(listing_table: dict[str, Any] | None, batch: dict[str, Any], table: st
 
 
 def legacy_findings(tables: Iterable[Any]) -> Finding:
+    """Legacy xtables tables (nftredir.legacy.LegacyTable): rules that redirect are a problem."""
     tables = list(tables)
     if not tables:
         return Finding("legacy-xtables", OK, "no legacy iptables tables in this namespace")
-    busy = [t for t in tables if t.rules]
-    unknown = [t for t in tables if t.rules is None and t.family != "arp"]
-    details = [f"{t.family} {t.name}: " + ("?" if t.rules is None else f"{t.rules} entr{'y' if t.rules == 1 else 'ies'} beyond the empty table")
-               for t in tables]
-    if any(t.name == "nat" for t in busy):
-        return Finding("legacy-xtables", PROBLEM, "the legacy iptables nat table holds rules: they redirect before or after nftredir's",
-                       "iptables-legacy-save -t nat shows them; remove them (iptables-legacy -t nat -F; -X)", details)
-    if busy or unknown:
-        return Finding("legacy-xtables", WARNING, "legacy iptables tables exist in this namespace",
+    details = []
+    for t in tables:
+        line = f"{t.family} {t.name}: " + ("?" if t.rules is None else f"{t.rules} entr{'y' if t.rules == 1 else 'ies'} beyond the empty table")
+        if t.chains:
+            line += f"; chains {', '.join(t.chains)}"
+        if t.targets:
+            line += f"; targets {', '.join(t.targets)}"
+        details.append(line)
+    meshes = sorted({m for t in tables for m in map(mesh_of, t.chains) if m})
+    redirecting = [t for t in tables if t.name == "nat" and t.rules or set(t.targets) & set(_REDIRECTING_XT)]
+    if redirecting or meshes:
+        who = f" of {', '.join(meshes)}" if meshes else ""
+        families = sorted({t.family for t in redirecting or tables})
+        tools = " and ".join(f"{'ip6tables' if f == 'ip6' else 'iptables'}-legacy-save" for f in families)
+        return Finding("legacy-xtables", PROBLEM, f"legacy iptables rules{who} redirect before or after nftredir's",
+                       f"{tools} shows them; remove them (-F and -X in each table), or stop what loads them", details)
+    if any(t.rules or t.rules is None and t.family != "arp" for t in tables):
+        return Finding("legacy-xtables", WARNING, "legacy iptables tables hold rules in this namespace",
                        "legacy and nf_tables rules both apply; prefer one (iptables-legacy-save shows them)", details)
     return Finding("legacy-xtables", OK, "legacy iptables tables exist but are empty", None, details)
 

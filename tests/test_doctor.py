@@ -188,15 +188,20 @@ def test_drift_is_a_problem(ns):
     assert "not installed" in findings(report, "drift")[0]["summary"]
 
 
-def test_legacy_iptables_nat_rules(ns):
-    legacy = ns.run("iptables-legacy", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001")
+def test_fsms_rules_in_legacy_iptables(ns):
+    """FSM's own script loaded with iptables-legacy-restore: found without any iptables binary."""
+    fsm = ns.nftredir("render", "--format", "iptables").stdout
+    legacy = ns.run("iptables-legacy-restore", "--noflush", input=fsm)
     if legacy.returncode != 0:
         pytest.skip(f"no legacy xtables on this kernel: {legacy.stderr.strip()}")
     assert ns.nftredir("apply").returncode == 0
     code, report = ns.doctor()
     assert code == 1 and problems(report) == {"legacy-xtables"}
     (found,) = findings(report, "legacy-xtables")
-    assert "ip nat: 1 entry beyond the empty table" in found["details"]
+    assert "Flomesh Service Mesh (FSM)" in found["summary"]
+    (line,) = found["details"]
+    assert line.startswith("ip nat: ") and line.endswith(
+        "; chains FSM_PROXY_INBOUND, FSM_PROXY_IN_REDIRECT, FSM_PROXY_OUTBOUND, FSM_PROXY_OUT_REDIRECT; targets REDIRECT")
 
 
 def test_an_nft_of_another_version_on_path_is_a_warning(ns, tmp_path):

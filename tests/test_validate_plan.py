@@ -137,6 +137,25 @@ def test_legacy_tables_are_judged_by_their_rules(tmp_path):
     assert doctor.legacy_findings([empty]).status == "ok"
     assert doctor.legacy_findings([empty, legacy.LegacyTable("ip", "nat", 3)]).status == "problem"
     assert doctor.legacy_findings([legacy.LegacyTable("ip", "filter", 2)]).status == "warning"
+    tproxy = doctor.legacy_findings([legacy.LegacyTable("ip", "mangle", 2, ("ISTIO_DIVERT",), ("TPROXY",))])
+    assert tproxy.status == "problem" and "of Istio" in tproxy.summary
+    assert tproxy.details == ["ip mangle: 2 entries beyond the empty table; chains ISTIO_DIVERT; targets TPROXY"]
+
+
+def _entry(family: str, target: str, data: bytes = b"") -> bytes:
+    """One ipt_entry/ip6t_entry with its target, as the kernel lays them out (no matches)."""
+    size = {"ip": 112, "ip6": 168}[family]
+    target_blob = struct.pack("=H29sB", 32 + len(data), target.encode(), 0) + data
+    entry = bytearray(size)
+    struct.pack_into("=HH", entry, {"ip": 88, "ip6": 140}[family], size, size + len(target_blob))
+    return bytes(entry) + target_blob
+
+
+def test_legacy_entries_give_user_chains_and_targets():
+    for family in ("ip", "ip6"):
+        blob = (_entry(family, "", struct.pack("=i", -1)) + _entry(family, "ERROR", b"FSM_PROXY_OUTBOUND".ljust(32, b"\0"))
+                + _entry(family, "REDIRECT", bytes(8)) + _entry(family, "ERROR", b"ERROR".ljust(32, b"\0")))
+        assert legacy.parse_entries(family, blob) == (("FSM_PROXY_OUTBOUND",), ("REDIRECT",))
 
 
 def test_version_skew():
