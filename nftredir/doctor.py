@@ -399,7 +399,8 @@ def legacy_findings(tables: Iterable[Any]) -> Finding:
         families = sorted({t.family for t in redirecting or tables})
         tools = " and ".join(f"{'ip6tables' if f == 'ip6' else 'iptables'}-legacy-save" for f in families)
         return Finding("legacy-xtables", PROBLEM, f"legacy iptables rules{who} redirect before or after nftredir's",
-                       f"{tools} shows them; remove them (-F and -X in each table), or stop what loads them", details)
+                       f"{tools} {'show' if len(families) > 1 else 'shows'} them; remove them (-F and -X in each table), "
+                       "or stop what loads them", details)
     if any(t.rules or t.rules is None and t.family != "arp" for t in tables):
         return Finding("legacy-xtables", WARNING, "legacy iptables tables hold rules in this namespace",
                        "legacy and nf_tables rules both apply; prefer one (iptables-legacy-save shows them)", details)
