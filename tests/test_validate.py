@@ -146,7 +146,7 @@ BREAKAGES = {
         ("replace_redirect", "PROXY_REDIRECT", "to the sidecar's outbound listener", "15002"), {"outbound-redirect"}
     ),
     "no-redirect": (("flush", "PROXY_REDIRECT", "PROXY_IN_REDIRECT"), {"outbound-redirect", "inbound-reentry"}),
-    "table-removed": (("delete_table",), {"table", "outbound-redirect", "inbound-reentry"}),
+    "table-removed": (("delete_table",), {"outbound-redirect", "inbound-reentry"}),
 }
 
 
@@ -181,6 +181,24 @@ def test_validate_fails_naming_the_check_when_the_ruleset_is_broken(pod, breakag
     for name in failing:
         assert f"FAIL {name}: " in text.stdout
     assert "the redirect does NOT hold" in text.stdout
+
+
+def test_a_removed_table_is_named(pod):
+    assert pod.nftredir("apply").returncode == 0
+    _break(pod, BREAKAGES["table-removed"][0])
+    _, report = pod.validate()
+    assert check(report, "table")["status"] == "skip"
+    assert "table inet nftredir is not installed" in check(report, "table")["summary"]
+
+
+def test_fsms_own_iptables_rules_are_proven_the_same_way(pod):
+    """validate proves the redirect, whoever programs it: FSM's rules pass as nftredir's do."""
+    fsm = pod.nftredir("render", "--format", "iptables").stdout
+    pod.ns.run(["iptables-nft-restore", "--noflush"], input=fsm)
+    code, report = pod.validate()
+    assert code == 0, report
+    assert statuses(report) == {"table": "skip", "outbound-redirect": "pass", "proxy-bypass": "pass",
+                                "inbound-reentry": "pass"}
 
 
 def test_wrong_port_is_reported_as_refused(pod):
