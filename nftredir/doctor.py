@@ -229,30 +229,36 @@ def redirecting_chains(listing: dict[str, Any], own_table: str) -> list[Finding]
 
 
 def nftredir_like(listing: dict[str, Any], own_table: str) -> Finding:
-    """A second nftredir table under another name: it redirects as well (and differently, maybe)."""
+    """A second nftredir table under another name: it redirects as well (and differently, maybe).
+
+    A copy carries nftredir's mark or, in family inet, at least two of nftredir's chains (a
+    problem); a table only named like nftredir's (`nftredir2`, empty say) is a warning.
+    """
     from nftredir.ownership import MARK
 
-    by_table: dict[tuple[str, str], set[str]] = {}
+    by_table: dict[tuple[str, str], set[str]] = {(t["family"], t["name"]): set() for t in _objects(listing, "table")}
     for chain in _objects(listing, "chain"):
         by_table.setdefault((chain["family"], chain["table"]), set()).add(chain["name"])
     marked = {(c["family"], c["table"]) for c in _objects(listing, "counter") if c.get("name") == MARK}
-
-    def why(key: tuple[str, str]) -> str:
+    copies, namesakes = [], []
+    for key in dict.fromkeys([*by_table, *marked]):
+        family, table = key
+        if key == ("inet", own_table):
+            continue
         chains = sorted(by_table.get(key, set()) & NFTREDIR_CHAINS)
-        return ", ".join([*([f"the {MARK} mark"] if key in marked else []), *([f"chains {', '.join(chains)}"] if chains else [])])
-
-    copies = [
-        f"table {family} {table} ({why((family, table))})"
-        for family, table in dict.fromkeys([*by_table, *marked])
-        if (family, table) != ("inet", own_table)
-        and ((family, table) in marked or family == "inet" and len(by_table[(family, table)] & NFTREDIR_CHAINS) >= 2)
-    ]
-    if not copies:
-        return Finding("other-nftredir", OK, f"no second nftredir table besides inet {own_table}")
-    return Finding(
-        "other-nftredir", PROBLEM, f"{len(copies)} other table(s) hold nftredir's chains",
-        "an apply with another --table (or NFTREDIR_TABLE) left it: remove it with `nftredir remove --table NAME`",
-        copies)
+        if key in marked or family == "inet" and len(chains) >= 2:
+            why = [*([f"the {MARK} mark"] if key in marked else []), *([f"chains {', '.join(chains)}"] if chains else [])]
+            copies.append(f"table {family} {table} ({', '.join(why)})")
+        elif table.startswith("nftredir"):
+            namesakes.append(f"table {family} {table} (named like nftredir's, without its chains)")
+    remove = "remove it with `nftredir remove --table NAME` (or nft delete table FAMILY NAME)"
+    if copies:
+        return Finding("other-nftredir", PROBLEM, f"{len(copies)} other table(s) hold nftredir's chains",
+                       f"an apply with another --table (or NFTREDIR_TABLE) left it: {remove}", copies + namesakes)
+    if namesakes:
+        return Finding("other-nftredir", WARNING, f"{len(namesakes)} other table(s) are named like nftredir's",
+                       f"nothing of nftredir's is in it; if nothing else uses it, {remove}", namesakes)
+    return Finding("other-nftredir", OK, f"no second nftredir table besides inet {own_table}")
 
 
 # ------------------------------------------------------------------------------ versions

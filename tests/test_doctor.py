@@ -138,6 +138,16 @@ def test_a_foreign_nftredir2_table(ns):
     assert any("inet nftredir2 output" in c["summary"] for c in findings(report, "other-nat-chains"))
 
 
+def test_a_hand_made_copy_under_another_name(ns):
+    """nftredir's ruleset loaded with nft under the name nftredir2, without nftredir: still a copy."""
+    assert ns.nftredir("apply").returncode == 0
+    ruleset = ns.nftredir("render", "--table", "nftredir2").stdout
+    ns.run("nft", "-f", "-", input=ruleset, check=True)
+    code, report = ns.doctor()
+    assert code == 1 and status(report, "other-nftredir") == "problem"
+    assert findings(report, "other-nftredir")[0]["details"][0].startswith("table inet nftredir2 (")
+
+
 def test_no_cap_net_admin(ns):
     result = ns.run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
                     sys.executable, "-m", "nftredir", "doctor", "--format", "json")

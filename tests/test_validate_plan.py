@@ -187,6 +187,8 @@ def test_nftredir_like_needs_nftredirs_chains_in_an_inet_table_of_another_name()
     assert doctor.nftredir_like(_listing(*table("inet", "old")), "nftredir").details == [
         "table inet old (chains PROXY_INBOUND, PROXY_IN_REDIRECT, PROXY_OUTPUT, PROXY_REDIRECT)"
     ]
+    empty = doctor.nftredir_like(_listing({"table": {"family": "inet", "name": "nftredir2"}}), "nftredir")
+    assert empty.status == "warning" and empty.details == ["table inet nftredir2 (named like nftredir's, without its chains)"]
     mark = {"counter": {"family": "inet", "table": "renamed", "name": "managed_by_nftredir"}}
     assert doctor.nftredir_like(_listing(mark), "nftredir").details == ["table inet renamed (the managed_by_nftredir mark)"]
 
