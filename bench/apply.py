@@ -58,7 +58,7 @@ def settle(n: int) -> None:
 
 
 def run_once(spawn: Path, cmd: Command, log: Path, check: bool) -> Sample:
-    with netlab.netns(netlab.unique_name("apply", prefix="nrb")) as ns:
+    with netlab.netns(netlab.unique_name("apply", prefix=netlab.BENCH_PREFIX)) as ns:
         if cmd.prepare is not None:
             cmd.prepare(ns)
         sample = timed(spawn, ns, cmd, log)

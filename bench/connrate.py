@@ -11,6 +11,10 @@ world runs it on 19999. The "fsm" pod holds FSM's iptables rules, the "nftredir"
 nftredir's table, the "none" pod no rules at all (not even conntrack): the ceiling, connecting
 straight to where the redirect would have sent it (127.0.0.1:15001, or the world).
 
+Every link also has IPv6 (fd00:99:K::2 -- fd00:99:K::1, the world holding EXCLUDED_DST6 on lo),
+for the dual-stack pods: "nftredir6" holds nftredir's table from `--ip-family dual` with N IPv6
+ranges and is probed over IPv6 (REDIRECTED_DST6, EXCLUDED_DST6); "none6" is the IPv6 ceiling.
+
 A client (UID 1000, an app) opens and closes connections in a bounded loop (fixed seconds and
 a maximum count). Every run is checked by the servers' accept counters: a redirected run must
 land on the pod's 15001, an excluded one in the world, and nowhere else.
@@ -28,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.native import BenchError
-from bench.workload import EXCLUDED_DST, REDIRECTED_DST
+from bench.workload import EXCLUDED_DST, EXCLUDED_DST6, REDIRECTED_DST, REDIRECTED_DST6
 from tests import netlab
 
-VARIANTS = ("none", "fsm", "nftredir")
+VARIANTS = ("none", "fsm", "nftredir", "none6", "nftredir6")  # ...6: probed over IPv6
 DESTINATIONS = ("redirected", "excluded")
 APP_UID = 1000
 OUTBOUND_PORT = 15001
@@ -92,11 +96,12 @@ class Lab:
 
     def target(self, pod: PodKey, destination: str) -> tuple[str, int, PodKey | str]:
         """(address, port, which server must take it)."""
+        v6 = pod[0].endswith("6")
         if destination == "excluded":
-            return EXCLUDED_DST, WORLD_PORT, "world"
-        if pod[0] == "none":
-            return "127.0.0.1", OUTBOUND_PORT, pod
-        return REDIRECTED_DST, WORLD_PORT, pod
+            return EXCLUDED_DST6 if v6 else EXCLUDED_DST, WORLD_PORT, "world"
+        if pod[0] in ("none", "none6"):
+            return "::1" if v6 else "127.0.0.1", OUTBOUND_PORT, pod
+        return REDIRECTED_DST6 if v6 else REDIRECTED_DST, WORLD_PORT, pod
 
     def rate(self, pod: PodKey, destination: str, seconds: float) -> float:
         """Connections per second; raises if any failed or landed in the wrong place."""
@@ -129,17 +134,22 @@ def lab(conn: Path, pods: list[PodKey], lifetime: float) -> Iterator[Lab]:
     if len(pods) > 250:
         raise BenchError("too many pods")
     with contextlib.ExitStack() as stack:
-        world = stack.enter_context(netlab.netns(netlab.unique_name("world", prefix="nrb")))
+        world = stack.enter_context(netlab.netns(netlab.unique_name("world", prefix=netlab.BENCH_PREFIX)))
         world.run(["ip", "addr", "add", f"{EXCLUDED_DST}/32", "dev", "lo"])
+        world.run(["ip", "-6", "addr", "add", f"{EXCLUDED_DST6}/128", "dev", "lo", "nodad"])
         made: dict[PodKey, netlab.Netns] = {}
         for k, key in enumerate(pods):
-            pod = stack.enter_context(netlab.netns(netlab.unique_name(f"{key[0]}{key[1]}", prefix="nrb")))
+            pod = stack.enter_context(netlab.netns(netlab.unique_name(f"{key[0]}{key[1]}", prefix=netlab.BENCH_PREFIX)))
             pod.run(["ip", "link", "add", "name", "eth0", "type", "veth", "peer", "name", f"p{k}", "netns", world.name])
             pod.run(["ip", "addr", "add", f"10.99.{k}.2/24", "dev", "eth0"])
             world.run(["ip", "addr", "add", f"10.99.{k}.1/24", "dev", f"p{k}"])
+            # nodad: usable at once (a tentative address would fail the first connections).
+            pod.run(["ip", "-6", "addr", "add", f"fd00:99:{k:x}::2/64", "dev", "eth0", "nodad"])
+            world.run(["ip", "-6", "addr", "add", f"fd00:99:{k:x}::1/64", "dev", f"p{k}", "nodad"])
             pod.run(["ip", "link", "set", "eth0", "up"])
             world.run(["ip", "link", "set", f"p{k}", "up"])
             pod.run(["ip", "route", "add", "default", "via", f"10.99.{k}.1", "dev", "eth0"])
+            pod.run(["ip", "-6", "route", "add", "default", "via", f"fd00:99:{k:x}::1", "dev", "eth0"])
             # Every connection gets its own port; closes are RSTs, so nothing lingers in TIME_WAIT.
             pod.sysctl({"net.ipv4.ip_local_port_range": "1024 65535"})
             made[key] = pod
@@ -155,8 +165,11 @@ def lab(conn: Path, pods: list[PodKey], lifetime: float) -> Iterator[Lab]:
 
 
 def load(ns: netlab.Netns, variant: str, fsm_rules: Path, nftredir: Path, mesh: Path) -> None:
-    """FSM's script or nftredir's table into a pod (untimed)."""
+    """FSM's script or nftredir's table into a pod (untimed); for "nftredir6" `mesh` holds
+    IPv6 ranges, applied with --ip-family dual."""
     if variant == "fsm":
         ns.run(["iptables-restore", "--noflush"], input=fsm_rules.read_text(), timeout=300)
     elif variant == "nftredir":
         ns.run([str(nftredir), "apply", "--mesh-config", str(mesh)], timeout=300)
+    elif variant == "nftredir6":
+        ns.run([str(nftredir), "apply", "--ip-family", "dual", "--mesh-config", str(mesh)], timeout=300)

@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 SIZES = (0, 100, 1_000, 10_000, 50_000)
 QUICK_SIZES = (0, 10_000)
 TARGET_SIZES = (10_000, 50_000)
+IPV6_SIZES = (0, 1, 10_000)  # dual stack: a 10,000-range IPv6 list against none (issue 13)
 UNITS = {"apply": "ms", "peak RSS": "MB", "conn/s redirected": "conn/s", "conn/s excluded": "conn/s"}
 
 Samples = dict[tuple[str, str, str], list[float]]
@@ -88,6 +89,9 @@ def _inputs(workdir: Path, nftredir: Path, sizes: set[int]) -> dict[str, Path]:
             subprocess.run([str(nftredir), "render", "--format", "json", "--mesh-config", str(mesh)],
                            stdout=out, check=True, timeout=600)
         files[f"mesh-{n}"], files[f"fsm-{n}"], files[f"batch-{n}"] = mesh, rules, batch
+        if n in IPV6_SIZES:
+            files[f"mesh6-{n}"] = workdir / f"mesh6-{n}.json"
+            files[f"mesh6-{n}"].write_text(mesh_config(exclusion_cidrs(n, version=6)))
     batch = workdir / "batch-default.json"
     with batch.open("w") as out:
         subprocess.run([str(nftredir), "render", "--format", "json"], stdout=out, check=True, timeout=60)
@@ -129,20 +133,22 @@ def _apply(args, spawn: Path, nftredir: Path, ipt: Path, files: dict[str, Path],
 
 def _connrate(args, conn: Path, nftredir: Path, files: dict[str, Path], levels: list[int], samples: Samples) -> None:
     pods = [("none", 0)] + [(variant, n) for n in levels for variant in ("fsm", "nftredir")]
+    pods += [("none6", 0)] + [("nftredir6", n) for n in levels if n in IPV6_SIZES]
     # With no ranges there is nothing to exclude: N=0 measures the redirected destination only.
     runs = [(pod, dest) for pod in pods for dest in connrate.DESTINATIONS
-            if not (dest == "excluded" and pod[0] != "none" and pod[1] == 0)]
+            if not (dest == "excluded" and pod[0] not in ("none", "none6") and pod[1] == 0)]
     lifetime = 600 + args.reps * len(runs) * (args.seconds + 2)
     _log(f"conn/s: {len(pods)} pods, loading FSM's rules and nftredir's at N = {', '.join(map(str, levels))} (untimed)")
     with connrate.lab(conn, pods, lifetime) as lab:
         for variant, n in pods:
-            connrate.load(lab.pods[(variant, n)], variant, files[f"fsm-{n}"], nftredir, files[f"mesh-{n}"])
+            mesh = files[f"mesh6-{n}" if variant == "nftredir6" else f"mesh-{n}"]
+            connrate.load(lab.pods[(variant, n)], variant, files[f"fsm-{n}"], nftredir, mesh)
         for pod, dest in runs:  # warm-up, and a check that every path lands where it should
             lab.rate(pod, dest, 0.05)
         _log(f"conn/s: {args.reps} reps x {len(runs)} (ruleset, N, destination) x {args.seconds} s, all interleaved")
         for rep, run in interleaved(runs, args.reps):
             (variant, n), dest = run
-            samples.setdefault((f"conn/s {dest}", str(n) if variant != "none" else "—", variant), []).append(
+            samples.setdefault((f"conn/s {dest}", str(n) if not variant.startswith("none") else "—", variant), []).append(
                 lab.rate((variant, n), dest, args.seconds))
 
 
@@ -191,6 +197,14 @@ def _rows(args, levels: list[int], samples: Samples) -> list[report.Row]:
                                    ceiling, "conn/s"))
         rows.append(report.Row(f"conn/s, {dest} dst: FSM's rules vs no rules", f"{ns[-1]:,}", med(what, ns[-1], "fsm"),
                                ceiling, "conn/s"))
+        ns6 = [n for n in levels if (what, str(n), "nftredir6") in samples]
+        for n in ns6[1:]:
+            rows.append(report.Row(f"conn/s, {dest} dst, IPv6 (--ip-family dual): vs nftredir IPv6 at N={ns6[0]}",
+                                   f"{n:,}", med(what, n, "nftredir6"), med(what, ns6[0], "nftredir6"), "conn/s",
+                                   ">= 0.9" if n == 10_000 else ""))
+        if ns6:
+            rows.append(report.Row(f"conn/s, {dest} dst, IPv6: vs no rules (ceiling)", f"{ns6[-1]:,}",
+                                   med(what, ns6[-1], "nftredir6"), med(what, "—", "none6"), "conn/s"))
     return rows
 
 
@@ -259,6 +273,12 @@ baseline, as the metric says.
   "No rules" connects straight to where the redirect would go (127.0.0.1:15001, or the
   world), without nat hooks or conntrack: the ceiling. The excluded baseline is N=1 (only the
   probed range): with no ranges there is nothing to exclude.
+- **conn/s over IPv6** (`--ip-family dual`): pods with nftredir's dual-stack table and N IPv6
+  /126 ranges (2001:db8:8000::/33, 8 addresses apart, the probed range
+  2001:db8:ffff:ffff:ffff:ffff:ffff:fff0/126 last), probed over IPv6 the same way: redirected
+  to 2001:db8:100::10 (REDIRECT to [::1]:15001), excluded to an address of the last range
+  (out to the world), against the same table with no IPv6 ranges and an IPv6 ceiling.
+  FSM has no IPv6 rules to compare with.
 
 ## Every measurement
 

@@ -24,19 +24,26 @@ _POOL = ipaddress.IPv4Network("100.64.0.0/10")
 _STRIDE = 8  # a /30 every 8 addresses: 4 addresses of gap, so no two ranges touch or merge
 MAX_CIDRS = (_POOL.num_addresses - PROBE_CIDR.num_addresses * 2) // _STRIDE
 SEED = 6  # issue 6; any fixed value keeps runs comparable
+# IPv6 (--ip-family dual, issue 13): the same shape, /126 ranges 8 addresses apart in
+# 2001:db8:8000::/33, the probed range at the pool's end; the redirected target is in no range.
+PROBE_CIDR6 = ipaddress.IPv6Network("2001:db8:ffff:ffff:ffff:ffff:ffff:fff0/126")
+EXCLUDED_DST6 = "2001:db8:ffff:ffff:ffff:ffff:ffff:fff1"
+REDIRECTED_DST6 = "2001:db8:100::10"
+_POOL6 = ipaddress.IPv6Network("2001:db8:8000::/33")
 
 
-def exclusion_cidrs(n: int, seed: int = SEED) -> list[str]:
-    """N distinct IPv4 /30 ranges, pairwise neither overlapping nor adjacent (so no merge
-    shrinks nftredir's set), in a fixed shuffled order, with PROBE_CIDR last."""
+def exclusion_cidrs(n: int, seed: int = SEED, version: int = 4) -> list[str]:
+    """N distinct IPv4 /30 (IPv6 /126) ranges, pairwise neither overlapping nor adjacent (so no
+    merge shrinks nftredir's set), in a fixed shuffled order, with PROBE_CIDR (PROBE_CIDR6) last."""
     if not 0 <= n <= MAX_CIDRS:
         raise ValueError(f"n must be 0..{MAX_CIDRS}")
     if n == 0:
         return []
-    base = int(_POOL.network_address)
-    others = [f"{ipaddress.IPv4Address(base + i * _STRIDE)}/30" for i in range(n - 1)]
+    pool, probe = (_POOL, PROBE_CIDR) if version == 4 else (_POOL6, PROBE_CIDR6)
+    base = int(pool.network_address)
+    others = [f"{ipaddress.ip_address(base + i * _STRIDE)}/{probe.prefixlen}" for i in range(n - 1)]
     random.Random(seed).shuffle(others)
-    return [*others, str(PROBE_CIDR)]
+    return [*others, str(probe)]
 
 
 def mesh_config(cidrs: Sequence[str]) -> str:

@@ -1,15 +1,16 @@
-"""IPv4 CIDRs as two ints: parsing, and merging for an nftables interval set.
+"""CIDRs as ints: parsing, and merging for an nftables interval set. IPv4, and IPv6 for dual stack.
 
 A mesh's exclusion list can hold tens of thousands of CIDRs. As `ipaddress.IPv4Network`
 objects they cost ~8 µs and ~400 bytes each to build, and sorting or collapsing them costs
-seconds at 50,000; as two ints the whole path stays well under the cost of FSM's own
-iptables-restore for the same list.
+seconds at 50,000; as ints the whole path stays well under the cost of FSM's own
+iptables-restore for the same list. IPv4 keeps its one-regex fast path; an IPv6 value (it has
+a ':') goes through inet_pton.
 """
 
 from __future__ import annotations
 
 import re
-from socket import inet_aton
+from socket import AF_INET6, inet_aton, inet_ntop, inet_pton
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
@@ -18,7 +19,13 @@ _CIDR_RE = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})/(\d{1,3})", r
 # is the fast path; _CIDR_RE only serves to say what is wrong with a value that fails it.
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _VALID_RE = re.compile(rf"({_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET})/(3[0-2]|[12]?[0-9])")
+# IPv6: hex groups, '::', an optional dotted tail (inet_pton judges the address itself); the
+# length is decimal without leading zeros.
+_V6_RE = re.compile(r"([0-9A-Fa-f:.]+)/(0|[1-9][0-9]{0,2})", re.ASCII)
 _ALL = 0xFFFFFFFF
+_ALL6 = (1 << 128) - 1
+_BITS = {4: 32, 6: 128}
+_MAPPED = 0xFFFF << 32  # ::ffff:0:0/96, IPv4-mapped IPv6 addresses
 
 
 def dotted(value: int) -> str:
@@ -26,26 +33,43 @@ def dotted(value: int) -> str:
     return f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}"
 
 
+def colon(value: int) -> str:
+    """An IPv6 address in its canonical (RFC 5952) text."""
+    return inet_ntop(AF_INET6, value.to_bytes(16, "big"))
+
+
 class Cidr(NamedTuple):
-    """An IPv4 network: its first address as an int, and its prefix length."""
+    """A network: its first address as an int, its prefix length, and its IP version (4 or 6)."""
 
     network: int
     prefixlen: int
+    version: int = 4
+
+    @property
+    def bits(self) -> int:
+        """The address width: 32 or 128."""
+        return _BITS[self.version]
 
     @property
     def last(self) -> int:
-        return self.network | (_ALL >> self.prefixlen)
+        return self.network | ((_ALL if self.version == 4 else _ALL6) >> self.prefixlen)
 
     @property
     def address(self) -> str:
-        return dotted(self.network)
+        return dotted(self.network) if self.version == 4 else colon(self.network)
+
+    @property
+    def is_host(self) -> bool:
+        """One address (/32 or /128): the kernel lists it without its prefix."""
+        return self.prefixlen == self.bits
 
     def __str__(self) -> str:
         return f"{self.address}/{self.prefixlen}"
 
 
 def parse(text: str) -> Cidr:
-    """`a.b.c.d/len` as a Cidr, host bits masked off (as iptables does with `-d 10.0.0.1/8`).
+    """`a.b.c.d/len` or an IPv6 `addr/len` as a Cidr, host bits masked off (as iptables does with
+    `-d 10.0.0.1/8`).
 
     Raises ValueError saying what is wrong.
     """
@@ -54,6 +78,8 @@ def parse(text: str) -> Cidr:
         address, length = valid.groups()
         prefixlen = int(length)
         return Cidr(int.from_bytes(inet_aton(address), "big") & ~(_ALL >> prefixlen) & _ALL, prefixlen)
+    if ":" in text:
+        return parse_ipv6(text)
     match = _CIDR_RE.fullmatch(text)
     if match is None:
         raise ValueError("expected a.b.c.d/len, such as 10.0.0.0/8")
@@ -67,13 +93,39 @@ def parse(text: str) -> Cidr:
     raise ValueError(f"prefix length {int(length)} is over 32")
 
 
-def split(first: int, last: int) -> Iterator[Cidr]:
+def parse_ipv6(text: str) -> Cidr:
+    """An IPv6 `addr/len` as a Cidr. Zone ids (`fe80::1%eth0/64`) and IPv4-mapped ranges
+    (`::ffff:10.0.0.0/104`) are refused: a zone means nothing in a route-free match, and no
+    packet in an inet table carries a mapped address (a socket that connects to one sends IPv4),
+    so either would silently match nothing."""
+    if "%" in text:
+        raise ValueError("zone ids ('%...') are not allowed in a range")
+    match = _V6_RE.fullmatch(text)
+    if match is None:
+        raise ValueError("expected an IPv6 addr/len, such as fd00::/8 (the length in decimal, no leading zeros)")
+    address, length = match.groups()
+    prefixlen = int(length)
+    if prefixlen > 128:
+        raise ValueError(f"prefix length {prefixlen} is over 128")
+    try:
+        value = int.from_bytes(inet_pton(AF_INET6, address), "big")
+    except OSError:
+        raise ValueError(f"{address!r} is not an IPv6 address") from None
+    network = value & ~(_ALL6 >> prefixlen) & _ALL6
+    if prefixlen >= 96 and network >> 32 == 0xFFFF:
+        ipv4 = f"{dotted(network & _ALL)}/{prefixlen - 96}"
+        raise ValueError(f"an IPv4-mapped range matches no packet: write the IPv4 range {ipv4}")
+    return Cidr(network, prefixlen, 6)
+
+
+def split(first: int, last: int, version: int = 4) -> Iterator[Cidr]:
     """The fewest CIDRs covering exactly first..last: the largest aligned block each time."""
+    bits = _BITS[version]
     while first <= last:
-        size = first & -first if first else 1 << 32  # the largest block aligned at `first`
+        size = first & -first if first else 1 << bits  # the largest block aligned at `first`
         while first + size - 1 > last:
             size >>= 1
-        yield Cidr(first, 33 - size.bit_length())
+        yield Cidr(first, bits + 1 - size.bit_length(), version)
         first += size
 
 
@@ -89,13 +141,19 @@ def merge_intervals(intervals: Iterable[tuple[int, int]]) -> list[list[int]]:
 
 
 def merge(cidrs: Iterable[Cidr]) -> list[Cidr]:
-    """The same addresses as the fewest CIDRs, in address order.
+    """The same addresses as the fewest CIDRs, in address order. All of one IP version.
 
     nft 1.0.6 refuses overlapping intervals in a set even with auto-merge, so overlapping and
     adjacent ranges are merged here, deterministically; what they match does not change.
     """
     given = {(c.network, c.last): c for c in cidrs}  # a range that merged with nothing stays as given
+    version = next(iter(given.values())).version if given else 4
     return [
         c for first, last in merge_intervals(given)
-        for c in ((given[(first, last)],) if (first, last) in given else split(first, last))
+        for c in ((given[(first, last)],) if (first, last) in given else split(first, last, version))
     ]
+
+
+def by_version(cidrs: Iterable[Cidr], version: int) -> tuple[Cidr, ...]:
+    """The CIDRs of one IP version, in the order given."""
+    return tuple(cidr for cidr in cidrs if cidr.version == version)

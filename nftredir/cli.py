@@ -11,12 +11,32 @@ import functools
 import inspect
 import os
 import sys
+from enum import Enum
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from nftredir.config import OPTIONS, Config, Item, build_config, option_items
+from nftredir.config import OPTIONS, Config, Item, build_config
 from nftredir.errors import EXIT_BROKEN_PIPE, EXIT_INTERNAL, NftredirError, OutputError
+from nftredir.sources.environment import variable
+
+
+class RenderFormat(str, Enum):
+    nft = "nft"
+    json = "json"
+    iptables = "iptables"
+    ip6tables = "ip6tables"
+
+
+class ReportFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class ConfigFormat(str, Enum):
+    yaml = "yaml"
+    json = "json"
+
 
 EXIT_CODES = """Exit codes: 0 success; 2 invalid input or usage (nothing was sent to the kernel);
 3 the system refused (no root/CAP_NET_ADMIN, libnftables missing, the kernel rejected the batch,
@@ -34,31 +54,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# Help for each configuration option, by option name (see nftredir.config.OPTIONS).
-_LIST = "Comma-separated; may be repeated."
-_HELP = {
-    "outbound-ip-range-exclusion-list": ("CIDR,...", f"Outbound IPv4 ranges never sent to the sidecar. {_LIST}"),
-    "outbound-ip-range-inclusion-list": (
-        "CIDR,...",
-        f"If set, only these outbound IPv4 ranges go to the sidecar; exclusions still win. {_LIST}",
-    ),
-    "outbound-port-exclusion-list": ("PORT,...", f"Outbound TCP ports never sent to the sidecar. {_LIST}"),
-    "inbound-port-exclusion-list": ("PORT,...", f"Inbound TCP ports never sent to the sidecar. {_LIST}"),
-    "network-interface-exclusion-list": (
-        "IFACE,...",
-        f"Interfaces whose traffic bypasses the sidecar both ways; a trailing '+' matches a prefix, as in iptables. {_LIST}",
-    ),
-    "local-proxy-mode": ("MODE", "localhost (default) or podip: in podip mode the sidecar's calls to 127.0.0.1 are sent to the pod IP."),
-    "pod-ip": ("IPV4", "The pod's IPv4 address, needed in podip mode. [env: NFTREDIR_POD_IP or POD_IP]"),
-    "table": ("NAME", "The nftables table nftredir owns (family inet). [default: nftredir]"),
-    "proxy-uid": ("UID", "UID the sidecar runs as; its traffic is never redirected. [default: 1500]"),
-    "proxy-admin-port": ("PORT", "Sidecar admin port. [default: 15000]"),
-    "proxy-outbound-port": ("PORT", "Sidecar outbound listener, where outbound TCP is redirected. [default: 15001]"),
-    "proxy-inbound-port": ("PORT", "Sidecar inbound listener, where inbound TCP is redirected. [default: 15003]"),
-    "prometheus-port": ("PORT", "Sidecar Prometheus listener, not redirected inbound. [default: 15010]"),
-    "probe-ports": ("PORT,...", "Sidecar probe listeners, not redirected inbound. [default: 15901,15902,15903]"),
-    "healthcheck-port": ("PORT", "fsm-healthcheck port, which bypasses the sidecar inbound. [default: 15904]"),
-}
 # The files a command reads configuration from, besides flags and the environment.
 _FILE_OPTIONS = {
     "config_file": (
@@ -83,10 +78,19 @@ _SOURCES_HELP = (
 )
 
 
+def _help(name: str) -> str:
+    """An option's help, from its one entry in nftredir.config.OPTIONS."""
+    option = OPTIONS[name]
+    env = variable(name) + (f" or {option.also_env}" if option.also_env else "")
+    default = option.default_text()
+    notes = [f"env: {env}", *([f"default: {default}"] if default else [])]
+    listed = " Comma-separated; may be repeated." if option.is_list else ""
+    return f"{option.help}{listed} [{'; '.join(notes)}]"
+
+
 def _config_parameter(name: str) -> inspect.Parameter:
-    metavar, help_text = _HELP[name]
     kind = Optional[list[str]] if OPTIONS[name].is_list else Optional[str]
-    option = typer.Option(f"--{name}", metavar=metavar, help=help_text)
+    option = typer.Option(f"--{name}", metavar=OPTIONS[name].metavar, help=_help(name))
     return inspect.Parameter(
         name.replace("-", "_"), inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind, option]
     )
@@ -98,27 +102,18 @@ def _file_parameter(name: str) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], option])
 
 
-def _flag_items(values: dict[str, Any]) -> dict[str, list[Item]]:
-    """Each option given as a flag, as Items whose source is the flag."""
-    raw: dict[str, list[Item]] = {}
-    for name in OPTIONS:
-        value = values.get(name.replace("-", "_"))
-        if value is None:
-            continue
-        texts = value if isinstance(value, list) else [value]
-        raw[name] = [item for text in texts for item in option_items(name, text, f"--{name}")]
-    return raw
-
-
-def with_config(command: Callable[..., Any]) -> Callable[..., Any]:
+def with_config(*, raw: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Give a command every configuration option and the configuration files, and call it with
     the validated Config built from flags, environment and files (see nftredir.sources).
 
-    A command that also declares a `raw` parameter receives the combined raw items, each
-    naming its source (for `nftredir config`).
+    With raw=True the command also receives `raw`, the combined raw items, each naming its
+    source (for `nftredir config`).
     """
+    return functools.partial(_with_config, wants_raw=raw)
+
+
+def _with_config(command: Callable[..., Any], wants_raw: bool) -> Callable[..., Any]:
     signature = inspect.signature(command, eval_str=True)
-    wants_raw = "raw" in signature.parameters
     own = [
         p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
         for p in signature.parameters.values()
@@ -129,9 +124,10 @@ def with_config(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
         from nftredir.sources import Files, gather
+        from nftredir.sources.flags import flags_layer
 
         files = Files(*(kwargs.pop(name) for name in _FILE_OPTIONS))
-        flags = _flag_items({k: v for k, v in kwargs.items() if k in config_names})
+        flags = flags_layer({k: v for k, v in kwargs.items() if k in config_names})
         rest = {k: v for k, v in kwargs.items() if k not in config_names}
         if wants_raw:
             raw = gather(flags, os.environ, files)
@@ -173,28 +169,26 @@ def _refuse_unless_ours(kernel: Any, table: str, source: str, action: str) -> No
 
 
 @app.command()
-@with_config
+@with_config()
 def render(
     config: Config,
-    format: Annotated[str, typer.Option("--format", "-f", help="nft: `nft -f` input; json: the libnftables batch apply sends; iptables: the `iptables-restore --noflush` input FSM's init container runs for the same options (refused, exit 2, for a port list longer than multiport's 15).")] = "nft",
+    format: Annotated[RenderFormat, typer.Option("--format", "-f", help="nft: `nft -f` input; json: the libnftables batch apply sends; iptables: the `iptables-restore --noflush` input FSM's init container runs for the same options (refused, exit 2, for a port list longer than multiport's 15), with --ip-family dual followed by its IPv6 counterpart for `ip6tables-restore` after a '# ip6tables-restore' line; ip6tables: that counterpart alone.")] = RenderFormat.nft,
 ) -> None:
     """Print the ruleset without touching the kernel (no root needed).
 
     Example: nftredir render --outbound-port-exclusion-list 6379,7070 | nft -c -f -
     """
-    from nftredir.render import FORMATS, render as render_ruleset
+    from nftredir.render import render as render_ruleset
 
-    if format not in FORMATS:
-        raise typer.BadParameter(f"{format!r} is not one of {', '.join(FORMATS)}", param_hint="'--format'")
-    sys.stdout.write(render_ruleset(config, format))
+    sys.stdout.write(render_ruleset(config, format.value))
 
 
 @app.command("config")
-@with_config
+@with_config(raw=True)
 def show_config(
     config: Config,
     raw: dict[str, list[Item]],
-    format: Annotated[str, typer.Option("--format", "-f", help="yaml or json.")] = "yaml",
+    format: Annotated[ConfigFormat, typer.Option("--format", "-f", help="yaml or json.")] = ConfigFormat.yaml,
 ) -> None:
     """Print the effective configuration and where each value came from (flag, variable,
     file position, MeshConfig field, annotation, or default). Touches nothing.
@@ -203,13 +197,11 @@ def show_config(
     """
     from nftredir.sources.report import dump, effective
 
-    if format not in ("yaml", "json"):
-        raise typer.BadParameter(f"{format!r} is not one of yaml, json", param_hint="'--format'")
-    sys.stdout.write(dump(effective(config, raw), format))
+    sys.stdout.write(dump(effective(config, raw), format.value))
 
 
 @app.command()
-@with_config
+@with_config()
 def apply(
     config: Config,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Have the kernel check the batch; commit nothing.")] = False,
@@ -251,12 +243,7 @@ def apply(
         _validate(checked, kernel, "text", timeout)
 
 
-Format = Annotated[str, typer.Option("--format", "-f", help="text: for a person; json: for machines (shape below).")]
-
-
-def _check_format(format: str) -> None:
-    if format not in ("text", "json"):
-        raise typer.BadParameter(f"{format!r} is not one of text, json", param_hint="'--format'")
+Format = Annotated[ReportFormat, typer.Option("--format", "-f", help="text: for a person; json: for machines (shape below).")]
 
 
 _DIFF_EPILOG = """\b
@@ -276,8 +263,8 @@ usage; 3 the system refused (no root/CAP_NET_ADMIN, libnftables missing)."""
 
 
 @app.command("diff", epilog=_DIFF_EPILOG)
-@with_config
-def diff_command(config: Config, format: Format = "text", verbose: Verbose = False) -> None:
+@with_config()
+def diff_command(config: Config, format: Format = ReportFormat.text, verbose: Verbose = False) -> None:
     """Compare the live table with the ruleset these options would apply; change nothing.
 
     Ignores what does not change meaning (handles, counter values, element order, the kernel's
@@ -291,9 +278,8 @@ def diff_command(config: Config, format: Format = "text", verbose: Verbose = Fal
     from nftredir.diff import drift
     from nftredir.render import render_batch
 
-    _check_format(format)
     result = drift(_kernel(verbose, write=False).list_table(config.table), render_batch(config), config.table)
-    sys.stdout.write(json.dumps(result.report(), indent=2) + "\n" if format == "json" else result.text())
+    sys.stdout.write(json.dumps(result.report(), indent=2) + "\n" if format is ReportFormat.json else result.text())
     if not result.identical:
         raise typer.Exit(1)
 
@@ -317,8 +303,8 @@ test that); 2 invalid input or usage; 3 the system refused."""
 
 
 @app.command(epilog=_STATUS_EPILOG)
-@with_config
-def status(config: Config, format: Format = "text", verbose: Verbose = False) -> None:
+@with_config()
+def status(config: Config, format: Format = ReportFormat.text, verbose: Verbose = False) -> None:
     """Show whether table inet nftredir is installed and matches these options, and every rule
     with its comment and packet/byte counters.
 
@@ -330,11 +316,10 @@ def status(config: Config, format: Format = "text", verbose: Verbose = False) ->
     from nftredir.render import render_batch
     from nftredir.status import format_text, status_report
 
-    _check_format(format)
     kernel = _kernel(verbose, write=False)
     others = foreign_nat_chains(kernel.list_chains(), config.table)
     report = status_report(kernel.list_table(config.table), render_batch(config), config.table, others)
-    sys.stdout.write(json.dumps(report, indent=2) + "\n" if format == "json" else format_text(report))
+    sys.stdout.write(json.dumps(report, indent=2) + "\n" if format is ReportFormat.json else format_text(report))
 
 
 _VALIDATE_EPILOG = """\b
@@ -366,8 +351,10 @@ def _validate(config: Config, kernel, format: str, timeout: float | None) -> Non
 
 
 @app.command("validate", epilog=_VALIDATE_EPILOG)
-@with_config
-def validate_command(config: Config, format: Format = "text", timeout: Timeout = None, verbose: Verbose = False) -> None:
+@with_config()
+def validate_command(
+    config: Config, format: Format = ReportFormat.text, timeout: Timeout = None, verbose: Verbose = False
+) -> None:
     """Prove the redirect with real connections: run in the pod's namespace before the sidecar.
 
     Binds throwaway listeners on 127.0.0.1 at the outbound and inbound listener ports, then
@@ -378,7 +365,6 @@ def validate_command(config: Config, format: Format = "text", timeout: Timeout =
 
     Example: nftredir validate --outbound-port-exclusion-list 6379 --format json
     """
-    _check_format(format)
     _validate(config, _kernel(verbose, write=False), format, timeout)
 
 
@@ -396,8 +382,8 @@ usage; 3 the system refused in a way doctor cannot report on."""
 
 
 @app.command(epilog=_DOCTOR_EPILOG)
-@with_config
-def doctor(config: Config, format: Format = "text") -> None:
+@with_config()
+def doctor(config: Config, format: Format = ReportFormat.text) -> None:
     """Check what the redirect depends on: privilege, libnftables and its JSON support, the
     kernel's support for each feature the ruleset uses (dry runs), other redirection in the
     namespace (mesh iptables rules, other nat chains, a second nftredir table, legacy
@@ -410,7 +396,6 @@ def doctor(config: Config, format: Format = "text") -> None:
     from nftredir import doctor as checks
     from nftredir.render import render_batch
 
-    _check_format(format)
     findings = checks.doctor(config, render_batch(config))
     if format == "json":
         sys.stdout.write(json.dumps(checks.report(findings), indent=2) + "\n")

@@ -169,15 +169,14 @@ def mesh_iptables(listing: dict[str, Any]) -> Finding:
 
 def _rule_text(rule: dict[str, Any]) -> str:
     """The rule in nft syntax; iptables-nft's xtables targets by name (libnftables JSON hides their arguments)."""
-    import json
+    from nftredir.model import canonical_expressions
+    from nftredir.nft_text import expression_text
 
-    from nftredir.diff import make_rule
+    def text(expr: Any) -> str:
+        xt = expr.get("xt") if isinstance(expr, dict) else None
+        return f"xt {xt.get('type')} {xt.get('name')}" if isinstance(xt, dict) else expression_text(expr)
 
-    text = make_rule(rule).text
-    for expr in rule.get("expr", []):
-        if isinstance(expr.get("xt"), dict):
-            text = text.replace(json.dumps(expr, sort_keys=True), f"xt {expr['xt'].get('type')} {expr['xt'].get('name')}")
-    return text
+    return " ".join(text(expr) for expr in canonical_expressions(list(rule.get("expr", []))))
 
 
 def _reachable(table_chains: dict[str, list[dict[str, Any]]], start: str) -> list[str]:

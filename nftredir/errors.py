@@ -9,6 +9,15 @@ EXIT_INTERNAL = 4  # a bug in nftredir: reported in one line all the same
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a tool its pipe's reader left
 
 
+def describe(text: str, limit: int = 60) -> str:
+    """Quote a user's value for a one-line message: escaped, and cut when long."""
+    shown = text if len(text) <= limit else text[:limit]
+    quoted = repr(shown)
+    if len(text) > limit:
+        quoted += f"… ({len(text.encode('utf-8', 'surrogateescape'))} bytes)"
+    return quoted
+
+
 class NftredirError(Exception):
     """An expected failure: the CLI prints it as one line and exits with `exit_code`."""
 
@@ -21,8 +30,6 @@ class ConfigError(NftredirError):
     exit_code = EXIT_INVALID
 
     def __init__(self, source: object, value: str, reason: str) -> None:
-        from nftredir.config import describe
-
         # A source may be a lazy description of a file position (sources.documents.Where).
         self.source, self.value, self.reason = str(source), value, reason
         super().__init__(f"{self.source}: {describe(value)}: {reason}")

@@ -14,9 +14,9 @@ from nftredir.errors import ConfigError, SystemRefused
 from nftredir.kernel import table_header
 
 MARK = "managed_by_nftredir"
-# The sets nftredir may make (templates/ruleset.j2, through nftredir.render.template_context).
-SET_NAMES = ("outbound_ip_range_exclusions", "outbound_ip_range_inclusions",
-             "outbound_port_exclusions", "inbound_port_exclusions")
+# The sets an nftredir from before the mark could make (IPv4 only: dual stack came with the mark).
+LEGACY_SET_NAMES = ("outbound_ip_range_exclusions", "outbound_ip_range_inclusions",
+                    "outbound_port_exclusions", "inbound_port_exclusions")
 
 
 def objects(text: str) -> set[tuple[str, str]]:
@@ -37,7 +37,7 @@ def is_ours(text: str, chain_names: set[str]) -> bool:
     chains = {name for kind, name in found if kind == "chain"}
     sets = {name for kind, name in found if kind == "set"}
     others = {kind for kind, _ in found} - {"chain", "set"}
-    return not others and chains == chain_names and sets <= set(SET_NAMES)
+    return not others and chains == chain_names and sets <= set(LEGACY_SET_NAMES)
 
 
 def check(text: str | None, table: str, source: object, chain_names: set[str], action: str) -> None:

@@ -5,7 +5,9 @@ are the only way a value reaches the output, and each one refuses anything that 
 as syntax, as a second line of defence behind nftredir.config.
 
 `fsm-iptables.j2` is the other side of the comparison: the `iptables-restore` input FSM's init
-container runs for the same Config, for users migrating and as the reference in the tests.
+container runs for the same Config, for users migrating and as the reference in the tests; with
+`--ip-family dual`, followed by its IPv6 counterpart for `ip6tables-restore` (the same template,
+with `::1/128` for `127.0.0.1/32` and the IPv6 lists).
 """
 
 from __future__ import annotations
@@ -20,15 +22,24 @@ from typing import Any
 
 from nftredir import cidr
 from nftredir.cidr import Cidr
-from nftredir.config import Config
+from nftredir.config import OPTIONS, Config
 from nftredir.errors import ConfigError
-from nftredir.ownership import MARK, SET_NAMES
+from nftredir.ownership import MARK
 
-FORMATS = ("nft", "json", "iptables")
+FORMATS = ("nft", "json", "iptables", "ip6tables")
+# In dual mode `render --format iptables` prints both scripts, each after its header line (a
+# comment to both tools): the part after IP6TABLES_HEADER is for ip6tables-restore.
+IPTABLES_HEADER = "# iptables-restore --noflush"
+IP6TABLES_HEADER = "# ip6tables-restore --noflush (the IPv6 counterpart, --ip-family dual)"
+# What plays the part of 127.0.0.1 in each family's rules.
+LOOPBACK = {4: "127.0.0.1", 6: "::1"}
+# The base chains' type, priority and policy: iptables' nat table's priority, as a number because
+# nft 1.0.6 refuses `dstnat` on the output hook.
+BASE_CHAIN = {"type": "nat", "prio": -100, "policy": "accept"}
 # xt_multiport's XT_MULTI_PORTS: iptables refuses a longer --dports list, so FSM's script would fail.
 MULTIPORT_MAX = 15
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SYMBOL_RE = re.compile(r"@?[A-Za-z0-9_.]+")
+_SYMBOL_RE = re.compile(r"@?[A-Za-z0-9_.:]+")  # ':' for IPv6 addresses
 
 
 def _nft_ident(value: str) -> str:
@@ -52,12 +63,12 @@ def _nft_symbol(value: object) -> str:
 
 def _json_elements(values: Iterable[int | Cidr]) -> str:
     """A set's elements as one JSON list, written directly: sets can hold tens of thousands, and
-    every part is an int or a dotted address built from ints, which need no escaping."""
+    every part is an int or an address written from ints, which need no escaping."""
     parts = []
     for value in values:
         if not isinstance(value, Cidr):
             parts.append(str(int(value)))
-        elif value.prefixlen == 32:
+        elif value.is_host:
             parts.append(f'"{value.address}"')
         else:
             parts.append(f'{{"prefix": {{"addr": "{value.address}", "len": {value.prefixlen}}}}}')
@@ -66,7 +77,7 @@ def _json_elements(values: Iterable[int | Cidr]) -> str:
 
 def _nft_elements(values: Iterable[int | Cidr], per_line: int = 8) -> str:
     """A set's elements as nft writes them, a few per line."""
-    texts = [value.address if isinstance(value, Cidr) and value.prefixlen == 32 else str(value) for value in values]
+    texts = [value.address if isinstance(value, Cidr) and value.is_host else str(value) for value in values]
     rows = (", ".join(texts[i : i + per_line]) for i in range(0, len(texts), per_line))
     return ",\n\t\t\t     ".join(rows)
 
@@ -151,10 +162,12 @@ def _ifname_pattern(name: str) -> str:
     return name[:-1] + "*" if name.endswith("+") and len(name) > 1 else "" if name == "+" else name
 
 
-def _constants(config: Config) -> dict[str, Any]:
-    """The values every format's template sees the same way: the pod IP and the sidecar's ports."""
+def _sidecar_values(config: Config) -> dict[str, Any]:
+    """The values every format's template sees the same way: the pod IPs, the sidecar's UID and ports."""
+    podip = config.local_proxy_mode == "podip"
     return {
-        "pod_ip": config.pod_ip if config.local_proxy_mode == "podip" else None,
+        "pod_ip": config.pod_ip if podip else None,
+        "pod_ip6": config.pod_ip6 if podip and config.ip_family == "dual" else None,
         "proxy_uid": config.proxy_uid,
         "proxy_admin_port": config.proxy_admin_port,
         "proxy_outbound_port": config.proxy_outbound_port,
@@ -167,39 +180,52 @@ def _constants(config: Config) -> dict[str, Any]:
 
 def template_context(config: Config) -> dict[str, Any]:
     """The values the templates see: validated, normalised, and in FSM's rule order."""
-    exclusions = cidr.merge(config.outbound_ip_range_exclusions)
-    inclusions = cidr.merge(config.outbound_ip_range_inclusions)
+    dual = config.ip_family == "dual"
+    exclusions, exclusions6, inclusions, inclusions6 = (
+        cidr.merge(cidr.by_version(cidrs, version))
+        for cidrs in (config.outbound_ip_range_exclusions, config.outbound_ip_range_inclusions)
+        for version in (4, 6)
+    )
     outbound_ports = tuple(sorted(config.outbound_port_exclusions))
     inbound_ports = tuple(sorted(config.inbound_port_exclusions))
     sets = [
         {"name": name, "type": kind, "elements": elements}
-        for name, kind, elements in zip(
-            SET_NAMES, ("ipv4_addr", "ipv4_addr", "inet_service", "inet_service"),
-            (exclusions, inclusions, outbound_ports, inbound_ports),
+        for name, kind, elements in (
+            ("outbound_ip_range_exclusions", "ipv4_addr", exclusions),
+            ("outbound_ip6_range_exclusions", "ipv6_addr", exclusions6),
+            ("outbound_ip_range_inclusions", "ipv4_addr", inclusions),
+            ("outbound_ip6_range_inclusions", "ipv6_addr", inclusions6),
+            ("outbound_port_exclusions", "inet_service", outbound_ports),
+            ("inbound_port_exclusions", "inet_service", inbound_ports),
         )
         if elements
     ]
     interfaces = [_ifname_pattern(name) for name in config.network_interface_exclusions]
     return {
         "table": config.table,
+        "base": BASE_CHAIN,
         "owner_mark": MARK,
+        "dual": dual,
         "sets": sets,
         "outbound_ip_range_exclusions": exclusions,
+        "outbound_ip6_range_exclusions": exclusions6,
         "outbound_ip_range_inclusions": inclusions,
+        "outbound_ip6_range_inclusions": inclusions6,
         "outbound_port_exclusions": outbound_ports,
         "inbound_port_exclusions": inbound_ports,
         # FSM inserts each inbound interface rule at the top (-I), reversing the list.
         "inbound_interface_exclusions": interfaces[::-1],
         "outbound_interface_exclusions": interfaces,
-        **_constants(config),
+        **_sidecar_values(config),
     }
 
 
-def fsm_iptables_context(config: Config) -> dict[str, Any]:
-    """What fsm-iptables.j2 sees: the Config's lists as given (FSM's merged order, duplicates
-    dropped). Refuses, as a ConfigError, a port list FSM's own script could not load."""
-    for name, field in (("outbound-port-exclusion-list", "outbound_port_exclusions"),
-                        ("inbound-port-exclusion-list", "inbound_port_exclusions")):
+def fsm_iptables_context(config: Config, version: int = 4) -> dict[str, Any]:
+    """What fsm-iptables.j2 sees for one family (4: FSM's script; 6: its ip6tables
+    counterpart): the Config's lists as given (FSM's merged order, duplicates dropped). Refuses,
+    as a ConfigError, a port list FSM's own script could not load."""
+    for name in ("outbound-port-exclusion-list", "inbound-port-exclusion-list"):
+        field = OPTIONS[name].field
         ports = getattr(config, field)
         if len(ports) > MULTIPORT_MAX:
             raise ConfigError(
@@ -208,25 +234,42 @@ def fsm_iptables_context(config: Config) -> dict[str, Any]:
                 "FSM's script would fail to load (nft and json have no such limit)",
             )
     if "!" in config.network_interface_exclusions:
-        raise ConfigError(config.sources.get("network_interface_exclusions", "--network-interface-exclusion-list"),
+        raise ConfigError(config.sources.get(OPTIONS["network-interface-exclusion-list"].field, "--network-interface-exclusion-list"),
                           "!", "iptables reads a lone '!' as negation: FSM's script cannot name this interface")
+    constants = _sidecar_values(config)
     return {
-        "outbound_ip_range_exclusions": config.outbound_ip_range_exclusions,
-        "outbound_ip_range_inclusions": config.outbound_ip_range_inclusions,
+        "loopback": f"{LOOPBACK[version]}/{32 if version == 4 else 128}",
+        "outbound_ip_range_exclusions": cidr.by_version(config.outbound_ip_range_exclusions, version),
+        "outbound_ip_range_inclusions": cidr.by_version(config.outbound_ip_range_inclusions, version),
+        # A family with no included range is not redirected once any inclusion is given.
+        "any_inclusions": bool(config.outbound_ip_range_inclusions),
         "outbound_port_exclusions": config.outbound_port_exclusions,
         "inbound_port_exclusions": config.inbound_port_exclusions,
         "network_interface_exclusions": config.network_interface_exclusions,  # '+' stays '+'
-        **_constants(config),
+        **constants,
+        "pod_ip": constants["pod_ip"] if version == 4 else constants["pod_ip6"],
     }
+
+
+def _fsm_script(config: Config, version: int) -> str:
+    return _environment().get_template("fsm-iptables.j2").render(**fsm_iptables_context(config, version))
 
 
 def render(config: Config, format: str = "nft") -> str:
     """The ruleset as `nft -f` text ("nft"), as the libnftables JSON batch ("json"), or FSM's
-    own `iptables-restore --noflush` input for the same configuration ("iptables")."""
+    own `iptables-restore --noflush` input for the same configuration ("iptables"; in dual mode
+    followed by its IPv6 counterpart for `ip6tables-restore`, which "ip6tables" prints alone)."""
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}")
+    if format == "ip6tables":
+        if config.ip_family != "dual":
+            raise ConfigError(config.sources.get("ip_family", "--ip-family"), config.ip_family,
+                              "FSM programs no IPv6 rules: --format ip6tables needs --ip-family dual")
+        return _fsm_script(config, 6)
     if format == "iptables":
-        return _environment().get_template("fsm-iptables.j2").render(**fsm_iptables_context(config))
+        if config.ip_family != "dual":
+            return _fsm_script(config, 4)
+        return f"{IPTABLES_HEADER}\n{_fsm_script(config, 4)}{IP6TABLES_HEADER}\n{_fsm_script(config, 6)}"
     text = _environment().get_template("ruleset.j2").render(format=format, **template_context(config))
     if format == "json":  # the template's layout leaves blank lines that mean nothing in JSON
         text = "\n".join(line for line in text.splitlines() if line.strip())

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from nftredir import diff
+from nftredir.model import FAMILY
 
 
 def status_report(
@@ -38,7 +39,7 @@ def status_report(
     names = diff.ordered_names(desired.chains, live.chains) if live else []
     chains = [live.chains[name] for name in names if name in live.chains] if live else []
     return {
-        "table": {"family": diff.FAMILY, "name": table},
+        "table": {"family": FAMILY, "name": table},
         "installed": live is not None,
         "flags": list(live.flags) if live else [],
         "matches": not differences,

@@ -18,9 +18,10 @@ _counter = itertools.count()
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces")
 
 
-def netns_name(prefix: str = "nrt") -> str:
-    """Unique per process and call, so parallel runs and leftovers never clash."""
-    return f"{prefix}-{os.getpid()}-{next(_counter)}"
+def netns_name(prefix: str | None = None) -> str:
+    """Unique per process and call, so parallel runs and leftovers never clash. The prefix is
+    NFTREDIR_TEST_NETNS_PREFIX's (as in tests/netlab.py), else "nrt"."""
+    return f"{prefix or os.environ.get('NFTREDIR_TEST_NETNS_PREFIX', 'nrt')}-{os.getpid()}-{next(_counter)}"
 
 
 class Netns:

@@ -9,18 +9,26 @@ that conntrack NAT recorded. So the probe learns the verdict from the bytes it r
 Topology (all addresses exist only inside the namespaces; nothing touches the host):
 
     pod                                   world
-    lo      127.0.0.1
+    lo      127.0.0.1, ::1
     eth0    10.99.0.2/24  <-- veth -->   pod0  10.99.0.1/24
+            fd99::2/64                         fd99::1/64
     eth1    10.98.0.2/24  <-- veth -->   pod1  10.98.0.1/24
-    default via 10.99.0.1 (eth0); 192.0.2.0/24 via 10.98.0.1 (eth1)
+            fd98::2/64                         fd98::1/64
+    default via 10.99.0.1 and fd99::1 (eth0);
+    192.0.2.0/24 via 10.98.0.1 and 2001:db8:200::/48 via fd98::1 (eth1)
+
+Both families everywhere: every listener listens on IPv4 and on IPv6 (IPV6_V6ONLY, so an
+address in a verdict says which family answered; IPv6 ones are written `[addr]:port`). DAD
+is off, so no address is ever tentative and the kernel's choice of REDIRECT target (the
+interface's first address: the ULA, listed before the link-local one) never depends on timing.
 
 The world answers TCP and UDP on every address and port: its own nftables table
 redirects all incoming TCP to one listener (REDIRECT, original destination via
-SO_ORIGINAL_DST) and diverts all incoming UDP to one listener with TPROXY (REDIRECT
-would hide the original UDP destination, see `_serve_udp`).
+SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST) and diverts all incoming UDP to one listener with
+TPROXY (REDIRECT would hide the original UDP destination, see `_serve_udp`).
 
-This file is also the server and probe child: `python3 netlab.py serve|probe` runs inside
-a namespace via `ip netns exec`. It imports only the standard library for that reason.
+This file is also the server and probe child: `python3 netlab.py serve|probe|flush-conntrack`
+runs inside a namespace via `ip netns exec`. It imports only the standard library for that reason.
 """
 
 from __future__ import annotations
@@ -61,13 +69,26 @@ WORLD_DST = "203.0.113.10"  # an arbitrary "internet" address, reached via the d
 ETH1_DST = "192.0.2.10"  # an address of the eth1-only range
 WORLD_PORT = 19999  # the single world listener port (TCP and UDP) everything is sent to
 
+# IPv6: ULA on the links, documentation addresses beyond them.
+POD6_ETH0 = "fd99::2"
+WORLD6_ETH0 = "fd99::1"
+POD6_ETH1 = "fd98::2"
+WORLD6_ETH1 = "fd98::1"
+ETH1_ONLY_NET6 = "2001:db8:200::/48"  # routed via eth1 in the pod
+WORLD6_DST = "2001:db8:100::10"  # reached via the default route
+ETH1_DST6 = "2001:db8:200::10"
+
 DEFAULT_APP_PORTS = (8080, 9090)
 
 # Kernel constants Python's socket module lacks.
 SO_ORIGINAL_DST = 80  # <linux/netfilter_ipv4.h>
+IP6T_SO_ORIGINAL_DST = 80  # <linux/netfilter_ipv6/ip6_tables.h>, at SOL_IPV6: a sockaddr_in6
 IP_RECVORIGDSTADDR = 20  # <linux/in.h>, == IP_ORIGDSTADDR cmsg type
 IP_TRANSPARENT = 19
 IP_PKTINFO = 8
+IPV6_RECVORIGDSTADDR = 74  # <linux/in6.h>, == IPV6_ORIGDSTADDR cmsg type
+IPV6_TRANSPARENT = 75
+SOL_IPV6 = 41
 
 # Verdicts that are not a listener's answer.
 FAILURES = ("refused", "timeout", "unreachable", "reset", "closed", "denied", "error")
@@ -122,9 +143,14 @@ class Netns:
         return [int(p) for p in out.split()]
 
 
-def unique_name(role: str, prefix: str = "nr") -> str:
+# Namespaces are named with this prefix, so concurrent runs can tell theirs apart.
+NETNS_PREFIX = os.environ.get("NFTREDIR_TEST_NETNS_PREFIX", "nr")
+BENCH_PREFIX = os.environ.get("NFTREDIR_TEST_NETNS_PREFIX", "nrb")  # the benchmark's (bench/)
+
+
+def unique_name(role: str, prefix: str | None = None) -> str:
     """A name no parallel run uses: prefix, our pid, random hex, role."""
-    return f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}-{role}"
+    return f"{prefix or NETNS_PREFIX}-{os.getpid()}-{secrets.token_hex(3)}-{role}"
 
 
 @contextlib.contextmanager
@@ -238,6 +264,15 @@ class PodWorld:
     world: Netns
     app_ports: tuple[int, ...]
 
+    def reset(self) -> None:
+        """Back to no ruleset in the pod, and no connection tracked on either side, so the
+        world can be reused for another ruleset: a conntrack entry left over from the last one
+        (a UDP flow is tracked for 30 s and more) would keep that ruleset's NAT for a probe
+        that happens to reuse its ports."""
+        self.pod.run(["nft", "flush", "ruleset"])
+        for ns in (self.pod, self.world):
+            ns.run([PYTHON, "-I", os.path.abspath(__file__), "flush-conntrack"])
+
 
 def pod_listeners(app_ports: Iterable[int]) -> list[Listener]:
     """Pod listeners: the proxy ports (15000..15904) and app ports, TCP; UDP on 15001,
@@ -259,9 +294,9 @@ WORLD_LISTENERS = (
 # All incoming TCP -> WORLD_PORT (NAT, so SO_ORIGINAL_DST works). All incoming UDP that
 # opens a flow -> TPROXY to WORLD_PORT; `ct direction original` keeps replies to the
 # world's own inbound UDP probes away from the listener. The fwmark sends TPROXY'd
-# packets to a local route (table 100), as TPROXY requires.
+# packets to a local route (table 100), as TPROXY requires. Both families (inet).
 _WORLD_NFT = f"""
-table ip world {{
+table inet world {{
     chain prerouting_nat {{
         type nat hook prerouting priority dstnat; policy accept;
         meta l4proto tcp redirect to :{WORLD_PORT}
@@ -288,29 +323,37 @@ def pod_world(app_ports: Iterable[int] = DEFAULT_APP_PORTS) -> Iterator[PodWorld
         pod = stack.enter_context(netns(unique_name("pod")))
         world = stack.enter_context(netns(unique_name("world")))
         # rp_filter=0 everywhere: the pod may source one interface's address out of the
-        # other (src_ip probes), which strict reverse-path filtering would drop.
+        # other (src_ip probes), which strict reverse-path filtering would drop. No DAD:
+        # see the module docstring.
         for ns in (pod, world):
-            ns.sysctl({"net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0})
+            ns.sysctl({"net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0,
+                       "net.ipv6.conf.all.accept_dad": 0, "net.ipv6.conf.default.accept_dad": 0})
         # Create the veths inside the pod, peer straight into the world: no interface
         # ever exists in the host namespace, so names cannot clash with the host's.
-        for pod_if, world_if, pod_ip, world_ip in (
-            ("eth0", "pod0", POD_ETH0, WORLD_ETH0),
-            ("eth1", "pod1", POD_ETH1, WORLD_ETH1),
+        for pod_if, world_if, pod_ip, world_ip, pod_ip6, world_ip6 in (
+            ("eth0", "pod0", POD_ETH0, WORLD_ETH0, POD6_ETH0, WORLD6_ETH0),
+            ("eth1", "pod1", POD_ETH1, WORLD_ETH1, POD6_ETH1, WORLD6_ETH1),
         ):
             pod.run(["ip", "link", "add", "name", pod_if, "type", "veth",
                      "peer", "name", world_if, "netns", world.name])
             pod.run(["ip", "addr", "add", f"{pod_ip}/24", "dev", pod_if])
             world.run(["ip", "addr", "add", f"{world_ip}/24", "dev", world_if])
+            pod.run(["ip", "-6", "addr", "add", f"{pod_ip6}/64", "dev", pod_if, "nodad"])
+            world.run(["ip", "-6", "addr", "add", f"{world_ip6}/64", "dev", world_if, "nodad"])
             pod.run(["ip", "link", "set", pod_if, "up"])
             world.run(["ip", "link", "set", world_if, "up"])
             pod.sysctl({f"net.ipv4.conf.{pod_if}.rp_filter": 0})
             world.sysctl({f"net.ipv4.conf.{world_if}.rp_filter": 0})
         pod.run(["ip", "route", "add", "default", "via", WORLD_ETH0, "dev", "eth0"])
         pod.run(["ip", "route", "add", ETH1_ONLY_NET, "via", WORLD_ETH1, "dev", "eth1"])
-        # The world needs no route back: it only ever answers 10.99.0.2 / 10.98.0.2,
-        # which are on its connected subnets (REDIRECT/TPROXY make every destination local).
+        pod.run(["ip", "-6", "route", "add", "default", "via", WORLD6_ETH0, "dev", "eth0"])
+        pod.run(["ip", "-6", "route", "add", ETH1_ONLY_NET6, "via", WORLD6_ETH1, "dev", "eth1"])
+        # The world needs no route back: it only ever answers 10.99.0.2 / 10.98.0.2 (and
+        # fd99::2 / fd98::2), which are on its connected subnets (REDIRECT/TPROXY make every destination local).
         world.run(["ip", "rule", "add", "fwmark", "1", "lookup", "100"])
         world.run(["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"])
+        world.run(["ip", "-6", "rule", "add", "fwmark", "1", "lookup", "100"])
+        world.run(["ip", "-6", "route", "add", "local", "::/0", "dev", "lo", "table", "100"])
         world.run(["nft", "-f", "-"], input=_WORLD_NFT)
         stack.enter_context(serve(world, WORLD_LISTENERS))
         stack.enter_context(serve(pod, pod_listeners(app)))
@@ -362,10 +405,27 @@ class Probe(NamedTuple):
 
     def __str__(self) -> str:
         src = f" from {self.src}" if self.src else ""
-        return f"{self.proto} {self.dst}:{self.port}{src}"
+        dst = f"[{self.dst}]" if ":" in self.dst else self.dst
+        return f"{self.proto} {dst}:{self.port}{src}"
 
 
 _WORKERS = 32  # parallel probes per child; the timeout cost of dropped probes is shared
+
+
+def _probe_groups(
+    ns: Netns, groups: Sequence[tuple[int, int, list[Probe]]], timeout: float
+) -> list[list[Verdict]]:
+    """Run (uid, gid, probes) groups from `ns` with one child, which forks one process per
+    group (a Python start-up costs more than a group's probes); verdicts per group, in order."""
+    if not any(batch for _, _, batch in groups):
+        return [[] for _ in groups]
+    rounds = max(-(-len(batch) // _WORKERS) for _, _, batch in groups)
+    proc = ns.run(
+        [PYTHON, "-I", os.path.abspath(__file__), "probe", str(timeout)],
+        input=json.dumps([[uid, gid, [list(p) for p in batch]] for uid, gid, batch in groups]),
+        timeout=rounds * (timeout + 1) + 15,
+    )
+    return [[Verdict(**v) for v in verdicts] for verdicts in json.loads(proc.stdout)]
 
 
 def probe_many(
@@ -373,18 +433,11 @@ def probe_many(
     probes: Iterable[Probe | tuple[Any, ...]],
     uid: int = 0,
     timeout: float = 2.0,
+    gid: int | None = None,
 ) -> list[Verdict]:
-    """Run probes from `ns` as `uid` (one child process), verdicts in probe order."""
-    batch = [Probe(*p) for p in probes]
-    if not batch:
-        return []
-    rounds = -(-len(batch) // _WORKERS)
-    proc = ns.run(
-        [PYTHON, "-I", os.path.abspath(__file__), "probe", str(uid), str(timeout)],
-        input=json.dumps([list(p) for p in batch]),
-        timeout=rounds * (timeout + 1) + 15,
-    )
-    return [Verdict(**v) for v in json.loads(proc.stdout)]
+    """Run probes from `ns` as `uid` and `gid` (default: the uid; no supplementary groups),
+    verdicts in probe order. A probe to an address with ':' is IPv6."""
+    return _probe_groups(ns, [(uid, uid if gid is None else gid, [Probe(*p) for p in probes])], timeout)[0]
 
 
 def probe(
@@ -401,17 +454,26 @@ def probe(
 
 
 def probe_cases(
-    cases: Iterable[tuple[Netns, int, Probe | tuple[Any, ...]]], timeout: float = 2.0
+    cases: Iterable[tuple[Any, ...]],
+    timeout: float = 2.0,
 ) -> list[Verdict]:
-    """Run (namespace, uid, probe) cases, one child per (namespace, uid); verdicts in order."""
-    cases = [(ns, uid, Probe(*p)) for ns, uid, p in cases]
-    groups: dict[tuple[Netns, int], list[int]] = {}
-    for i, (ns, uid, _) in enumerate(cases):
-        groups.setdefault((ns, uid), []).append(i)
+    """Run (namespace, uid, probe[, gid]) cases, one child per namespace, the namespaces side
+    by side; verdicts in order. The gid defaults to the uid."""
+    cases = [(c[0], c[1], Probe(*c[2]), c[3] if len(c) > 3 else c[1]) for c in cases]
+    groups: dict[Netns, dict[tuple[int, int], list[int]]] = {}
+    for i, (ns, uid, _, gid) in enumerate(cases):
+        groups.setdefault(ns, {}).setdefault((uid, gid), []).append(i)
     verdicts: list[Verdict | None] = [None] * len(cases)
-    for (ns, uid), idx in groups.items():
-        for i, v in zip(idx, probe_many(ns, [cases[i][2] for i in idx], uid, timeout), strict=True):
-            verdicts[i] = v
+
+    def run(ns: Netns) -> None:
+        keys = list(groups[ns])
+        batches = [(uid, gid, [cases[i][2] for i in groups[ns][uid, gid]]) for uid, gid in keys]
+        for key, got in zip(keys, _probe_groups(ns, batches, timeout), strict=True):
+            for i, v in zip(groups[ns][key], got, strict=True):
+                verdicts[i] = v
+
+    with concurrent.futures.ThreadPoolExecutor(len(groups) or 1) as pool:
+        list(pool.map(run, groups))
     return [v for v in verdicts if v is not None]
 
 
@@ -428,19 +490,26 @@ def format_mismatches(rows: Iterable[tuple[Any, Verdict, Verdict]]) -> str:
 # Everything below runs inside a namespace, in the `serve` or `probe` child.
 
 
-def _addr(sa: tuple[str, int]) -> str:
-    return f"{sa[0]}:{sa[1]}"
+def _addr(sa: tuple[Any, ...]) -> str:
+    host, port = sa[0], sa[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _sockaddr_in(raw: bytes) -> str:
-    # struct sockaddr_in: family (host order), port (network order), addr, padding.
+def _sockaddr(raw: bytes) -> str:
+    """struct sockaddr_in or sockaddr_in6 as text: family (host order), port (network order),
+    then the address (after the flow info for IPv6)."""
+    if struct.unpack_from("=H", raw)[0] == socket.AF_INET6:
+        port, packed = struct.unpack_from("!2xH4x16s", raw)
+        return f"[{socket.inet_ntop(socket.AF_INET6, packed)}]:{port}"
     port, packed = struct.unpack_from("!2xH4s", raw)
     return f"{socket.inet_ntoa(packed)}:{port}"
 
 
 def _orig_dst(conn: socket.socket) -> str | None:
     try:
-        return _sockaddr_in(conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16))
+        if conn.family == socket.AF_INET6:
+            return _sockaddr(conn.getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST, 28))
+        return _sockaddr(conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16))
     except OSError:  # ENOENT: no NAT conntrack entry for this connection
         return None
 
@@ -461,35 +530,57 @@ def _answer_tcp(name: str, lsock: socket.socket) -> None:
 
 
 def _serve_udp(name: str, sock: socket.socket, transparent: bool) -> None:
-    # IP_RECVORIGDSTADDR reports the destination as the packet carries it when it reaches
+    # IP(V6)_RECVORIGDSTADDR reports the destination as the packet carries it when it reaches
     # the socket: after REDIRECT/DNAT that is the NATed address (conntrack's original
     # destination is not visible for UDP; SO_ORIGINAL_DST is TCP/SCTP only), after TPROXY
     # it is the real original destination. So only a transparent listener reports orig_dst.
+    v6 = sock.family == socket.AF_INET6
+    level, kind = (SOL_IPV6, IPV6_RECVORIGDSTADDR) if v6 else (socket.SOL_IP, IP_RECVORIGDSTADDR)
     _data, ancdata, _flags, peer = sock.recvmsg(2048, 256)
-    dst = next((_sockaddr_in(d) for lvl, typ, d in ancdata
-                if lvl == socket.SOL_IP and typ == IP_RECVORIGDSTADDR), None)
+    dst = next((_sockaddr(d) for lvl, typ, d in ancdata if lvl == level and typ == kind), None)
     reply = json.dumps({"listener": name, "local": dst, "peer": _addr(peer),
                         "orig_dst": dst if transparent else None}).encode() + b"\n"
     if dst is None:
         sock.sendto(reply, peer)
         return
     host, port = dst.rsplit(":", 1)
+    host = host.strip("[]")
     if not transparent:
-        # Answer from the address the datagram reached (the socket is bound to 0.0.0.0, so
+        # Answer from the address the datagram reached (the socket is bound to the wildcard, so
         # the kernel would otherwise pick the route's source, e.g. 10.99.0.2 instead of
         # 127.0.0.1 after a REDIRECT), so the reply matches the conntrack entry and gets
         # un-NATed back to what the prober's connected socket expects.
-        pktinfo = struct.pack("=i4s4s", 0, socket.inet_aton(host), bytes(4))
-        sock.sendmsg([reply], [(socket.SOL_IP, IP_PKTINFO, pktinfo)], 0, peer)
+        if v6:
+            pktinfo = struct.pack("=16sI", socket.inet_pton(socket.AF_INET6, host), 0)
+            sock.sendmsg([reply], [(SOL_IPV6, socket.IPV6_PKTINFO, pktinfo)], 0, peer)
+        else:
+            pktinfo = struct.pack("=i4s4s", 0, socket.inet_aton(host), bytes(4))
+            sock.sendmsg([reply], [(socket.SOL_IP, IP_PKTINFO, pktinfo)], 0, peer)
         return
     # TPROXY does no NAT, so answer from the original destination with a transparent
     # socket bound to it, or the prober's connected socket would ignore the reply.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
-        out.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+    with socket.socket(sock.family, socket.SOCK_DGRAM) as out:
+        out.setsockopt(*((SOL_IPV6, IPV6_TRANSPARENT) if v6 else (socket.SOL_IP, IP_TRANSPARENT)), 1)
         out.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         with contextlib.suppress(OSError):
             out.bind((host, int(port)))
             out.sendto(reply, peer)
+
+
+def _listening_socket(lst: Listener, family: socket.AddressFamily) -> socket.socket:
+    v6 = family == socket.AF_INET6
+    sock = socket.socket(family, socket.SOCK_STREAM if lst.proto == "tcp" else socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if v6:
+        sock.setsockopt(SOL_IPV6, socket.IPV6_V6ONLY, 1)
+    if lst.proto == "udp":
+        sock.setsockopt(*((SOL_IPV6, IPV6_RECVORIGDSTADDR) if v6 else (socket.SOL_IP, IP_RECVORIGDSTADDR)), 1)
+        if lst.transparent:
+            sock.setsockopt(*((SOL_IPV6, IPV6_TRANSPARENT) if v6 else (socket.SOL_IP, IP_TRANSPARENT)), 1)
+    sock.bind(("::" if v6 else "0.0.0.0", lst.port))
+    if lst.proto == "tcp":
+        sock.listen(512)
+    return sock
 
 
 def _serve_main(spec_json: str, lifetime: float) -> None:
@@ -497,17 +588,8 @@ def _serve_main(spec_json: str, lifetime: float) -> None:
     sel = selectors.DefaultSelector()
     for item in json.loads(spec_json):
         lst = Listener(**item)
-        kind = socket.SOCK_STREAM if lst.proto == "tcp" else socket.SOCK_DGRAM
-        sock = socket.socket(socket.AF_INET, kind)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if lst.proto == "udp":
-            sock.setsockopt(socket.SOL_IP, IP_RECVORIGDSTADDR, 1)
-            if lst.transparent:
-                sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
-        sock.bind(("0.0.0.0", lst.port))
-        if lst.proto == "tcp":
-            sock.listen(512)
-        sel.register(sock, selectors.EVENT_READ, lst)
+        for family in (socket.AF_INET, socket.AF_INET6):
+            sel.register(_listening_socket(lst, family), selectors.EVENT_READ, lst)
     sel.register(sys.stdin, selectors.EVENT_READ, None)  # EOF: the parent is gone
     print("ready", flush=True)
     while (left := deadline - time.monotonic()) > 0:
@@ -539,8 +621,9 @@ _ERRNO_VERDICTS = {
 
 def _probe_one(p: Probe, timeout: float) -> dict[str, Any]:
     kind = socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM
+    family = socket.AF_INET6 if ":" in p.dst else socket.AF_INET
     try:
-        with socket.socket(socket.AF_INET, kind) as s:
+        with socket.socket(family, kind) as s:
             s.settimeout(timeout)
             if p.src:
                 s.bind((p.src, 0))
@@ -568,15 +651,62 @@ def _probe_one(p: Probe, timeout: float) -> dict[str, Any]:
         return {"listener": "error", "local": f"bad reply: {exc}"}
 
 
-def _probe_main(uid: int, timeout: float) -> None:
-    probes = [Probe(*p) for p in json.load(sys.stdin)]
-    if uid != 0:
-        # Drop root fully: the owner match looks at the socket's fsuid.
+def _flush_conntrack_main() -> None:
+    # What `conntrack -F` sends: IPCTNL_MSG_CT_DELETE without a tuple flushes the table.
+    netlink_netfilter, ct_delete = 12, (1 << 8) | 2  # NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE
+    request_ack, nlmsg_error = 1 | 4, 2
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink_netfilter) as nl:
+        nl.settimeout(10)
+        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+            nl.send(struct.pack("=IHHIIBBH", 20, ct_delete, request_ack, seq, 0, family, 0, 0))
+            reply = nl.recv(4096)
+            kind, error = struct.unpack_from("=H", reply, 4)[0], struct.unpack_from("=i", reply, 16)[0]
+            if kind != nlmsg_error or error not in (0, -errno.ENOENT):
+                sys.exit(f"flushing conntrack failed: {os.strerror(-error) if kind == nlmsg_error else kind}")
+
+
+def _probe_group(uid: int, gid: int, probes: list[Probe], timeout: float) -> list[dict[str, Any]]:
+    if uid != 0 or gid != 0:
+        # Drop root fully: the owner match looks at the socket's fsuid (and skgid at its fsgid).
         os.setgroups([])
-        os.setgid(uid)
+        os.setgid(gid)
         os.setuid(uid)
+    if not probes:
+        return []
     with concurrent.futures.ThreadPoolExecutor(min(_WORKERS, len(probes))) as pool:
-        results = list(pool.map(lambda p: _probe_one(p, timeout), probes))
+        return list(pool.map(lambda p: _probe_one(p, timeout), probes))
+
+
+def _probe_main(timeout: float) -> None:
+    """Each group in a forked process of its own (no threads exist yet when forking), its
+    verdicts back through a pipe."""
+    children = []
+    for uid, gid, probes in json.load(sys.stdin):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            code = 1
+            try:
+                with os.fdopen(write, "w") as out:
+                    json.dump(_probe_group(uid, gid, [Probe(*p) for p in probes], timeout), out)
+                code = 0
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(write)
+        children.append((pid, read, uid, gid))
+    results = []
+    for pid, read, uid, gid in children:
+        with os.fdopen(read) as pipe:
+            text = pipe.read()
+        if os.waitpid(pid, 0)[1] != 0:
+            sys.exit(f"probing as uid {uid} gid {gid} failed")
+        results.append(json.loads(text))
     json.dump(results, sys.stdout)
 
 
@@ -584,6 +714,8 @@ if __name__ == "__main__":
     if sys.argv[1] == "serve":
         _serve_main(sys.argv[2], float(sys.argv[3]))
     elif sys.argv[1] == "probe":
-        _probe_main(int(sys.argv[2]), float(sys.argv[3]))
+        _probe_main(float(sys.argv[2]))
+    elif sys.argv[1] == "flush-conntrack":
+        _flush_conntrack_main()
     else:
-        sys.exit(f"usage: {sys.argv[0]} serve SPEC LIFETIME | probe UID TIMEOUT")
+        sys.exit(f"usage: {sys.argv[0]} serve SPEC LIFETIME | probe TIMEOUT | flush-conntrack")

@@ -79,3 +79,15 @@ def test_a_target_is_met_in_its_direction() -> None:
     assert Row("conn", "10", 600.0, 100.0, "conn/s", ">= 5").met == "yes"
     assert Row("conn", "10", 400.0, 100.0, "conn/s", ">= 5").met == "**no**"
     assert Row("conn", "10", 400.0, None, "conn/s", ">= 5").met == ""
+
+
+def test_ipv6_exclusion_cidrs_have_the_same_shape_and_leave_the_targets_alone() -> None:
+    from bench.workload import EXCLUDED_DST6, PROBE_CIDR6, REDIRECTED_DST6
+
+    nets = [ipaddress.IPv6Network(c) for c in exclusion_cidrs(10_000, version=6)]
+    assert nets[-1] == PROBE_CIDR6 and len(set(nets)) == 10_000
+    assert len(list(ipaddress.collapse_addresses(nets))) == 10_000  # nothing merges
+    excluded, redirected = ipaddress.IPv6Address(EXCLUDED_DST6), ipaddress.IPv6Address(REDIRECTED_DST6)
+    assert [n for n in nets if excluded in n] == [PROBE_CIDR6]
+    assert not any(redirected in n for n in nets)
+    assert exclusion_cidrs(1_000) == exclusion_cidrs(1_000, version=4)  # IPv4 unchanged

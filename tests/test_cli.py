@@ -62,7 +62,7 @@ def test_render_needs_no_root():
         (["render", "--inbound-port-exclusion-list", "0"], "--inbound-port-exclusion-list: '0': not a port"),
         (["render", "--network-interface-exclusion-list", "a" * 16], "interface names are at most 15 bytes"),
         (["render", "--local-proxy-mode", "podip"], "podip mode needs the pod's IPv4 address"),
-        (["render", "--outbound-ip-range-exclusion-list", "fd00::/8"], "IPv6 ranges are not supported yet"),
+        (["render", "--outbound-ip-range-exclusion-list", "fd00::/8"], "only with --ip-family dual"),
         (["apply", "--proxy-uid", "-5"], "--proxy-uid: '-5': not a UID"),
         (["remove", "--table", "x;y"], "--table: 'x;y': table names are"),
     ],

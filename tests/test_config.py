@@ -53,7 +53,7 @@ def test_host_bits_are_masked_as_iptables_does():
         ("256.0.0.0/8", "not an IPv4 CIDR"),
         ("10.0.0.0/255.0.0.0", "not an IPv4 CIDR"),
         ("010.0.0.0/8", "leading zeros are not permitted"),
-        ("fd00::/8", "IPv6 ranges are not supported yet"),
+        ("fd00::/8", "only with --ip-family dual"),
     ],
 )
 def test_bad_cidrs_are_refused(value, reason):

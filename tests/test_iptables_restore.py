@@ -84,7 +84,8 @@ def test_round_trip_gives_the_same_config_and_ruleset(config, scheme):
     assert render(back) == render(config)
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+# FSM's injector writes the IPv4 script only: the drop-in reads FSM's configurations.
+@pytest.mark.parametrize("scenario", sorted(name for name, options in SCENARIOS.items() if "ip_family" not in options))
 def test_every_differential_scenario_round_trips(scenario):
     config = config_of(**SCENARIOS[scenario])
     assert read(render(config, "iptables")) == config

@@ -24,7 +24,8 @@ from tests import netlab as nl
 from tests.conftest import REPO, Netns, delete_netns, netns_name
 from tests.fsm_command import fsm_command
 from tests.scenarios import as_flags, config_of
-from tests.test_differential import EVERY_LIST, PODIP, SCENARIOS, assert_same, probe_lab, two_labs
+from tests import test_differential
+from tests.test_differential import EVERY_LIST, PODIP, SCENARIOS, assert_same, is_custom, probe_lab
 from tests.test_iptables_restore import ALL, REFUSED
 
 pytestmark = pytest.mark.skipif(
@@ -53,26 +54,32 @@ def tables(ns: nl.Netns) -> str:
     return ns.run(["nft", "list", "tables"]).stdout
 
 
+labs = test_differential.labs  # the fixture: the differential tests' two pod worlds, reused per scenario
+# FSM's injector writes the IPv4 script: the drop-in is tested on FSM's configurations.
+IPV4_SCENARIOS = [name for name, options in SCENARIOS.items() if "ip_family" not in options]
+
+
 @pytest.mark.parametrize(
     "scenario, scheme",
-    [(name, "FSM") for name in SCENARIOS] + [(name, scheme) for name in ("all_lists", "podip_all_lists")
-                                             for scheme in ("OSM", "OSM's init-iptables.sh")],
+    [(name, "FSM") for name in IPV4_SCENARIOS] + [(name, scheme) for name in ("all_lists", "podip_all_lists")
+                                                  for scheme in ("OSM", "OSM's init-iptables.sh")],
 )
-def test_fsm_command_with_nftredir_as_iptables_restore_answers_as_fsm(scenario: str, scheme: str) -> None:
+def test_fsm_command_with_nftredir_as_iptables_restore_answers_as_fsm(scenario: str, scheme: str, labs) -> None:
     config = config_of(**SCENARIOS[scenario])
     command = fsm_command(config, scheme)
     assert command.startswith("iptables-restore --noflush <<EOF\n# FSM sidecar interception rules\n*nat\n")
     assert ("$POD_IP" in command) == (config.local_proxy_mode == "podip")
-    with two_labs() as (fsm_lab, nftredir_lab):
-        run_fsm_command(fsm_lab.pod, command, nl.POD_ETH0)
-        run_fsm_command(nftredir_lab.pod, command, nl.POD_ETH0, WRAPPED)
-        # The real one made iptables' nat table; the wrapper made only nftredir's.
-        assert "table inet nftredir" not in tables(fsm_lab.pod)
-        assert tables(nftredir_lab.pod).split() == ["table", "inet", "nftredir"]
-        fsm = probe_lab(fsm_lab)
-        nftredir = probe_lab(nftredir_lab)
-    assert {"pod:15001", "world"} <= {v.listener for v in fsm} or scenario == "interface_wildcard"
-    assert_same(fsm, nftredir)
+    fsm_lab, nftredir_lab = labs
+    for lab in labs:
+        lab.reset()
+    run_fsm_command(fsm_lab.pod, command, nl.POD_ETH0)
+    run_fsm_command(nftredir_lab.pod, command, nl.POD_ETH0, WRAPPED)
+    # The real one made iptables' nat table; the wrapper made only nftredir's.
+    assert "table inet nftredir" not in tables(fsm_lab.pod)
+    assert tables(nftredir_lab.pod).split() == ["table", "inet", "nftredir"]
+    fsm, nftredir = probe_lab(fsm_lab, scenario), probe_lab(nftredir_lab, scenario)
+    assert {"pod:15001", "world"} <= {v.listener for v in fsm} or scenario == "interface_wildcard" or is_custom(scenario)
+    assert_same(scenario, fsm, nftredir)
 
 
 # --------------------------------------------------------------------------- the command line

@@ -31,6 +31,8 @@ HOSTILE = [
     # issue 10: YAML 1.1 number forms, leading zeros, keywords as table names, empty names
     "01500", "1:20", "1_000", "0o17", "0080", "10.0.0.0/08", "ip", "table", "counter", "flush", "", " ",
     "0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255",
+    "dual", "ipv4", "fd00::/8", "2001:db8::/129", "fe80::1%eth0/64", "::ffff:10.0.0.0/104", "10.0.0.5,fd00::5",
+    "fd00::5, 10.0.0.5", "::/0", "[::1]/128", "podip",
 ]
 # Documents that used to crash or mislead: deep nesting, a byte order mark, number forms.
 NUMBER_FORMS = ["01500", "0x50", "1:20", "1_000", "0o17", "1500.0", "+1500", "1e3", ".inf", "0b101", "~", "yes"]
@@ -47,7 +49,8 @@ hostile_text = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=40), st.text
 def assert_validated(config: Config) -> None:
     """The only values a Config can carry."""
     for network in (*config.outbound_ip_range_exclusions, *config.outbound_ip_range_inclusions):
-        assert type(network) is Cidr and 0 <= network.network <= network.last < 2**32 and 0 <= network.prefixlen <= 32
+        assert type(network) is Cidr and 0 <= network.network <= network.last < 2**network.bits
+        assert 0 <= network.prefixlen <= network.bits and (network.version == 4 or config.ip_family == "dual")
     for port in (*config.outbound_port_exclusions, *config.inbound_port_exclusions, *config.probe_ports,
                  config.proxy_admin_port, config.proxy_outbound_port, config.proxy_inbound_port,
                  config.prometheus_port, config.healthcheck_port):
@@ -56,6 +59,7 @@ def assert_validated(config: Config) -> None:
         assert _IFNAME_RE.fullmatch(name) and not set(name) & set('"\\*/:')  # never empty
     assert config.local_proxy_mode in LOCAL_PROXY_MODES
     assert config.pod_ip is None or type(config.pod_ip) is ipaddress.IPv4Address
+    assert config.pod_ip6 is None or (type(config.pod_ip6) is ipaddress.IPv6Address and config.ip_family == "dual")
     assert re.fullmatch(r"[a-z][a-z0-9_]{0,31}", config.table) and config.table not in KEYWORDS
     assert type(config.proxy_uid) is int
     pod_ip = config.pod_ip
@@ -111,13 +115,15 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
-mesh_fields = st.dictionaries(st.sampled_from([name for _, name in FIELDS] + ["localProxyMode"]), json_values, max_size=4)
+SECTIONS = {option.mesh.field: option.mesh.section for option in FIELDS.values()}
+mesh_fields = st.dictionaries(st.sampled_from(sorted(SECTIONS)), json_values, max_size=4)
 
 
 def _mesh(fields: dict) -> dict:
-    traffic = {k: v for k, v in fields.items() if k != "localProxyMode"}
-    sidecar = {"localProxyMode": fields["localProxyMode"]} if "localProxyMode" in fields else {}
-    return {"kind": "MeshConfig", "spec": {"traffic": traffic, "sidecar": sidecar}}
+    spec: dict = {}
+    for name, value in fields.items():
+        spec.setdefault(SECTIONS[name], {})[name] = value
+    return {"kind": "MeshConfig", "spec": spec}
 
 
 @FUZZ
@@ -175,9 +181,9 @@ def test_hostile_environment(environ):
 @FUZZ
 @given(st.dictionaries(st.sampled_from(sorted(OPTIONS)), st.lists(hostile_text, max_size=3), max_size=5))
 def test_hostile_flags(flags):
-    from nftredir.cli import _flag_items
+    from nftredir.sources.flags import flags_layer
 
-    outcome(lambda: gather(_flag_items({k.replace("-", "_"): v for k, v in flags.items()}), {}, Files()))
+    outcome(lambda: gather(flags_layer({k.replace("-", "_"): v for k, v in flags.items()}), {}, Files()))
 
 
 # Interface names the validator accepts although they hold characters that mean something to
@@ -220,9 +226,9 @@ def test_a_megabyte_value_is_refused_in_one_short_line(tmp_path, source):
     elif source == "environment":
         read = lambda: environment_layer({"NFTREDIR_PROBE_PORTS": big})  # noqa: E731
     else:
-        from nftredir.cli import _flag_items
+        from nftredir.sources.flags import flags_layer
 
-        read = lambda: _flag_items({"healthcheck_port": big})  # noqa: E731
+        read = lambda: flags_layer({"healthcheck_port": big})  # noqa: E731
     with pytest.raises(ConfigError) as info:
         build_config(read())
     assert len(str(info.value)) < 300 and "1000000 bytes" in str(info.value)

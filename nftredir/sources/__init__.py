@@ -20,14 +20,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from nftredir.config import Item
+from nftredir.config import GLOBAL_FIRST, OPTIONS, POD_FIRST, Item
 from nftredir.sources.environment import FILE_VARIABLES, environment_layer
 
 Layer = dict[str, list[Item]]
 
-# FSM's MergeIPRangeLists puts the pod's ranges first; MergePortExclusionLists the global ports.
-POD_FIRST = ("outbound-ip-range-exclusion-list", "outbound-ip-range-inclusion-list")
-GLOBAL_FIRST = ("outbound-port-exclusion-list", "inbound-port-exclusion-list")
 
 
 class Files(NamedTuple):
@@ -48,9 +45,10 @@ def merge_fsm(mesh: Layer, pod: Layer) -> Layer:
     """FSM's merge of the global (MeshConfig) and pod (annotation) lists, duplicates dropped."""
     merged: Layer = {}
     for option in {**mesh, **pod}:
-        if option in POD_FIRST:
+        order = OPTIONS[option].merge
+        if order == POD_FIRST:
             merged[option] = _dedupe([*pod.get(option, []), *mesh.get(option, [])])
-        elif option in GLOBAL_FIRST:
+        elif order == GLOBAL_FIRST:
             merged[option] = _dedupe([*mesh.get(option, []), *pod.get(option, [])])
         else:  # MeshConfig-only settings: interfaces, localProxyMode
             merged[option] = mesh.get(option, []) if option in mesh else pod[option]

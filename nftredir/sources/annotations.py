@@ -15,17 +15,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nftredir.config import Item
+from nftredir.config import OPTIONS, Item
 from nftredir.errors import ConfigError
-from nftredir.sources.documents import Document, display_path, parse_document, read_text
-from nftredir.sources.meshconfig import expect, expect_resource
+from nftredir.sources.documents import Document, display_path, expect, expect_resource, parse_document, read_text
 
-ANNOTATIONS = {
-    "flomesh.io/outbound-ip-range-exclusion-list": "outbound-ip-range-exclusion-list",
-    "flomesh.io/outbound-ip-range-inclusion-list": "outbound-ip-range-inclusion-list",
-    "flomesh.io/outbound-port-exclusion-list": "outbound-port-exclusion-list",
-    "flomesh.io/inbound-port-exclusion-list": "inbound-port-exclusion-list",
-}
+# annotation -> option name (nftredir.config.OPTIONS' `annotation`)
+ANNOTATIONS = {option.annotation: name for name, option in OPTIONS.items() if option.annotation}
 # An annotation key: an optional DNS-subdomain prefix and '/', then a name (Kubernetes' rules, loosely).
 _KEY_RE = re.compile(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _SIMPLE_ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, '"': 34}

@@ -18,8 +18,7 @@ from pathlib import Path
 
 from nftredir.config import OPTIONS, Item, option_items
 from nftredir.errors import ConfigError
-from nftredir.sources.documents import Document, Where, load_document, shown
-from nftredir.sources.meshconfig import expect
+from nftredir.sources.documents import Document, Where, expect, load_document, shown
 
 
 def read_config_file(path: str | Path, only: str | None = None) -> dict[str, list[Item]]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
+from nftredir.config import Item
 from nftredir.errors import ConfigError
 
 Path_ = tuple[str | int, ...]
@@ -282,3 +283,42 @@ class _Walker:
         except ValueError as exc:  # e.g. an integer of more than 4300 digits
             where = f"{self.name}:{node.start_mark.line + 1}"
             raise ConfigError(where, node.value, f"cannot read this value: {str(exc).split(';')[0]}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks of a parsed document
+
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "a mapping"}
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return _TYPE_NAMES.get(type(value), f"a {type(value).__name__}")
+
+
+def _is(value: Any, kind: type) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def expect(doc: Document, path: Path_, value: Any, kind: type) -> Any:
+    """`value` if it is of `kind`, else a ConfigError naming the field path."""
+    if not _is(value, kind):
+        raise ConfigError(doc.where(path), shown(value), f"expected {_TYPE_NAMES[kind]}, got {_type_name(value)}")
+    return value
+
+
+def expect_resource(doc: Document, kind: str, reason: str) -> dict[str, Any]:
+    """The document's top-level mapping, refused when it names another `kind` of resource."""
+    root = expect(doc, (), doc.data, dict)
+    found = root.get("kind")
+    if found is not None and found != kind:
+        raise ConfigError(doc.where(("kind",)), shown(found), reason)
+    return root
+
+
+def scalar_item(doc: Document, path: Path_, value: Any, kind: type) -> Item:
+    """One list element or scalar as an Item whose text is exactly what the file said."""
+    return Item(str(expect(doc, path, value, kind)), Where(doc, path))

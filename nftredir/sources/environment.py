@@ -1,8 +1,9 @@
-"""The environment as a layer: `NFTREDIR_<OPTION>` for every option, and `POD_IP`.
+"""The environment as a layer: `NFTREDIR_<OPTION>` for every option, `POD_IPS` and `POD_IP`.
 
 `<OPTION>` is the option name upper-cased with '-' as '_':
-`NFTREDIR_OUTBOUND_PORT_EXCLUSION_LIST=6379,7070`. `POD_IP` (the downward API's usual name)
-sets pod-ip unless `NFTREDIR_POD_IP` is set. A variable that is set but empty is an explicit
+`NFTREDIR_OUTBOUND_PORT_EXCLUSION_LIST=6379,7070`. `POD_IPS` (the downward API's
+status.podIPs, comma-separated: both addresses of a dual-stack pod) or else `POD_IP` (its usual
+name for status.podIP) sets pod-ip unless `NFTREDIR_POD_IP` is set. A variable that is set but empty is an explicit
 empty value: for a list, the empty list. Other `NFTREDIR_*` variables are ignored.
 
 The environment is passed in (`os.environ` by the CLI), so tests need not touch the process's.
@@ -16,7 +17,6 @@ from typing import NamedTuple
 from nftredir.config import OPTIONS, Item, option_items
 
 PREFIX = "NFTREDIR_"
-POD_IP = "POD_IP"
 
 
 def variable(option: str) -> str:
@@ -39,8 +39,8 @@ def environment_layer(environ: Mapping[str, str]) -> dict[str, list[Item]]:
     layer: dict[str, list[Item]] = {}
     for option in OPTIONS:
         name = variable(option)
-        if name not in environ and option == "pod-ip" and POD_IP in environ:
-            name = POD_IP
+        if name not in environ:  # the downward API's names, in order (POD_IPS, then POD_IP)
+            name = next((var for var in OPTIONS[option].also_env if var in environ), name)
         if name not in environ:
             continue
         text = environ[name]

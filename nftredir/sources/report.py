@@ -38,8 +38,31 @@ def effective(config: Config, raw: Mapping[str, list[Item]]) -> dict[str, Any]:
             report[name] = [{"value": _plain(v), "source": origin[v]} for v in value]
         else:
             used = items and (name != "pod-ip" or config.pod_ip is not None)
+            if name == "pod-ip" and config.pod_ip6 is not None:  # dual podip: both addresses, as given
+                value = f"{config.pod_ip},{config.pod_ip6}"
             report[name] = {"value": _plain(value), "source": str(items[-1].source) if used else DEFAULT}
     return report
+
+
+def options_markdown() -> str:
+    """The README's table of options, made from nftredir.config.OPTIONS (tests/test_readme.py
+    checks that the README holds exactly this)."""
+    from nftredir.sources.environment import variable
+
+    rows = ["| option | meaning | default | environment | in FSM's objects |", "| --- | --- | --- | --- | --- |"]
+    for name, option in OPTIONS.items():
+        listed = " Comma-separated; repeatable." if option.is_list else ""
+        env = f"`{variable(name)}`" + (f", `{option.also_env}`" if option.also_env else "")
+        fsm = []
+        if option.mesh:
+            fsm.append(f"MeshConfig `spec.{option.mesh.section}.{option.mesh.field}`")
+        if option.annotation:
+            fsm.append(f"annotation `{option.annotation}`" + (f" ({option.merge})" if option.merge else ""))
+        default = option.default_text()
+        meaning = option.help.replace("|", "\\|")
+        rows.append(f"| `--{name} {option.metavar}` | {meaning}{listed} | {f'`{default}`' if default else 'none'} | "
+                    f"{env} | {', '.join(fsm) or '—'} |")
+    return "\n".join(rows) + "\n"
 
 
 def dump(report: dict[str, Any], format: str) -> str:
