@@ -142,6 +142,11 @@ def _with_config(command: Callable[..., Any], wants_raw: bool) -> Callable[..., 
 
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log the batch sent to libnftables on stderr.")]
+Timeout = Annotated[
+    Optional[float],
+    typer.Option("--timeout", metavar="S", min=0.05, max=60.0,
+                 help="validate: seconds each test connection may take. [default: 0.5]"),
+]
 
 
 def _kernel(verbose: bool, write: bool = True):  # -> nftredir.kernel.Kernel
@@ -207,6 +212,10 @@ def apply(
         bool, typer.Option("--diff", help="First print what this apply changes: `nftredir diff`'s text, - live, + desired.")
     ] = False,
     verbose: Verbose = False,
+    validate: Annotated[
+        bool, typer.Option("--validate", help="Then run `nftredir validate` (text) and exit 1 if the redirect does not hold; not with --dry-run.")
+    ] = False,
+    timeout: Timeout = None,
 ) -> None:
     """Replace table inet nftredir with the ruleset, in one kernel transaction.
 
@@ -219,6 +228,7 @@ def apply(
 
     kernel = _kernel(verbose)
     batch, table, source = render(config, "json"), config.table, _table_source(config)
+    checked = config if validate and not dry_run else None
     del config  # the batch text is all the kernel needs: a 50,000-CIDR Config need not outlive it
     _refuse_unless_ours(kernel, table, source, "replace")
     if show_diff:
@@ -231,6 +241,9 @@ def apply(
     kernel.send(batch, dry_run=dry_run)
     if dry_run:
         print(f"dry run: the kernel accepted the ruleset for table inet {table}; nothing was committed")
+    if checked is not None:
+        del batch
+        _validate(checked, kernel, "text", timeout)
 
 
 Format = Annotated[ReportFormat, typer.Option("--format", "-f", help="text: for a person; json: for machines (shape below).")]
@@ -310,6 +323,89 @@ def status(config: Config, format: Format = ReportFormat.text, verbose: Verbose 
     others = foreign_nat_chains(kernel.list_chains(), config.table)
     report = status_report(kernel.list_table(config.table), render_batch(config), config.table, others)
     sys.stdout.write(json.dumps(report, indent=2) + "\n" if format is ReportFormat.json else format_text(report))
+
+
+_VALIDATE_EPILOG = """\b
+Checks: table, outbound-redirect, proxy-bypass, excluded-ip-range, excluded-port,
+excluded-interface, inbound-reentry, podip-dnat (those the configuration and routes allow).
+JSON: {"table": {"family", "name"}, "timeout": S, "ok": bool,
+  "checks": [{"name", "status": "pass"|"fail"|"skip", "summary", "expected", "got"}]}
+  Full description: README, "nftredir validate".
+
+\b
+Exit codes: 0 every check holds (skipped ones say why); 1 a check failed; 2 invalid input or
+usage; 3 the system refused (no CAP_NET_ADMIN, libnftables missing)."""
+
+
+def _validate(config: Config, kernel, format: str, timeout: float | None) -> None:
+    """Run the checks, print them, exit 1 if one failed (shared by validate and apply --validate)."""
+    import json
+
+    from nftredir import validate
+
+    timeout = validate.DEFAULT_TIMEOUT if timeout is None else timeout
+    results = validate.validate(config, kernel.list_table(config.table) is not None, timeout)
+    if format == "json":
+        sys.stdout.write(json.dumps(validate.report(config, results, timeout), indent=2) + "\n")
+    else:
+        sys.stdout.write(validate.format_text(results))
+    if any(r.status == "fail" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("validate", epilog=_VALIDATE_EPILOG)
+@with_config()
+def validate_command(
+    config: Config, format: Format = ReportFormat.text, timeout: Timeout = None, verbose: Verbose = False
+) -> None:
+    """Prove the redirect with real connections: run in the pod's namespace before the sidecar.
+
+    Binds throwaway listeners on 127.0.0.1 at the outbound and inbound listener ports, then
+    connects as an app UID and as the proxy UID and reads where each connection lands
+    (SO_ORIGINAL_DST). A port already in use (the sidecar runs) skips the checks that need it;
+    so does a missing CAP_SETUID/CAP_SETGID the checks that need another UID than its own.
+    Redirected connections never leave the pod; see the README for what the others send.
+
+    Example: nftredir validate --outbound-port-exclusion-list 6379 --format json
+    """
+    _validate(config, _kernel(verbose, write=False), format, timeout)
+
+
+_DOCTOR_EPILOG = """\b
+Checks: privilege, libnftables, json, kernel-batch, kernel-feature: (inet nat chains, meta
+skuid, interval sets, redirect, dnat, comments), drift, other-nftredir, mesh-iptables,
+other-nat-chains, legacy-xtables, nft-version, table-writer.
+JSON: {"ok": bool, "counts": {"ok", "warning", "problem", "skipped"},
+  "checks": [{"name", "status": "ok"|"warning"|"problem"|"skipped", "summary", "advice", "details": [...]}]}
+  Full description: README, "nftredir doctor".
+
+\b
+Exit codes: 0 no problems (warnings do not fail); 1 at least one problem; 2 invalid input or
+usage; 3 the system refused in a way doctor cannot report on."""
+
+
+@app.command(epilog=_DOCTOR_EPILOG)
+@with_config()
+def doctor(config: Config, format: Format = ReportFormat.text) -> None:
+    """Check what the redirect depends on: privilege, libnftables and its JSON support, the
+    kernel's support for each feature the ruleset uses (dry runs), other redirection in the
+    namespace (mesh iptables rules, other nat chains, a second nftredir table, legacy
+    xtables), nft version skew, and drift from these options. Changes nothing.
+
+    Example: nftredir doctor --mesh-config mesh.yaml --pod-annotations /etc/podinfo/annotations
+    """
+    import json
+
+    from nftredir import doctor as checks
+    from nftredir.render import render_batch
+
+    findings = checks.doctor(config, render_batch(config))
+    if format == "json":
+        sys.stdout.write(json.dumps(checks.report(findings), indent=2) + "\n")
+    else:
+        sys.stdout.write(checks.format_text(findings))
+    if any(f.status == checks.PROBLEM for f in findings):
+        raise typer.Exit(1)
 
 
 _RESTORE_EPILOG = """\b
