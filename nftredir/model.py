@@ -22,8 +22,7 @@ import ipaddress
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import islice
-from socket import inet_aton
+from socket import inet_aton, inet_ntoa
 from typing import Any
 
 from nftredir import cidr
@@ -131,14 +130,40 @@ def _bounds(datatype: str, value: Any) -> tuple[int, int] | None:
     return (number, number) if number is not None else None
 
 
+def _ipv4_bounds(values: list[Any]) -> list[tuple[int, int]] | None:
+    """The elements of an IPv4 set as (low, high), in one loop for the common shapes (a plain
+    address, a prefix): a set can hold tens of thousands. None for any other shape."""
+    out: list[tuple[int, int]] = []
+    append = out.append
+    for value in values:
+        try:
+            if type(value) is str and value.count(".") == 3:
+                number = int.from_bytes(inet_aton(value), "big")
+                append((number, number))
+            elif type(value) is dict and type(value.get("prefix")) is dict and value["prefix"]["addr"].count(".") == 3:
+                length = value["prefix"]["len"]
+                if type(length) is not int or not 0 <= length <= 32:
+                    return None
+                host = 0xFFFFFFFF >> length
+                number = int.from_bytes(inet_aton(value["prefix"]["addr"]), "big")
+                append((number & ~host, number | host))
+            else:
+                return None
+        except (OSError, AttributeError, KeyError, TypeError):
+            return None
+    return out
+
+
 def _interval_text(datatype: str, low: int, high: int) -> str:
     if datatype == "inet_service":
         return str(low) if low == high else f"{low}-{high}"
     if datatype == "ipv4_addr":
-        blocks = list(islice(cidr.split(low, high), 2))
-        if len(blocks) == 1:
-            return blocks[0].address if blocks[0].prefixlen == 32 else str(blocks[0])
-        return f"{cidr.dotted(low)}-{cidr.dotted(high)}"
+        size = high - low + 1
+        first = inet_ntoa(low.to_bytes(4, "big"))
+        if size & (size - 1) == 0 and low & (size - 1) == 0:  # one aligned block: a prefix
+            length = 33 - size.bit_length()
+            return first if length == 32 else f"{first}/{length}"
+        return f"{first}-{inet_ntoa(high.to_bytes(4, 'big'))}"
     first, last = ipaddress.IPv6Address(low), ipaddress.IPv6Address(high)
     nets = list(ipaddress.summarize_address_range(first, last))
     if len(nets) == 1:
@@ -151,7 +176,8 @@ def canonical_elements(datatype: str, flags: Iterable[str], elements: Iterable[A
     """A set's elements as sorted canonical text; interval sets with adjacent intervals merged."""
     values = [_unwrap_elem(e) for e in elements]
     if _is_interval_type(datatype):
-        bounds = [_bounds(datatype, v) for v in values]
+        fast = _ipv4_bounds(values) if datatype == "ipv4_addr" else None
+        bounds = fast if fast is not None else [_bounds(datatype, v) for v in values]
         if all(b is not None for b in bounds):
             if "interval" in flags:
                 return tuple(_interval_text(datatype, low, high) for low, high in cidr.merge_intervals(bounds))  # type: ignore[arg-type]
@@ -161,6 +187,8 @@ def canonical_elements(datatype: str, flags: Iterable[str], elements: Iterable[A
 
 def _unwrap_elem(element: Any) -> Any:
     """An element without its per-element extras (timeout, expires, counter, comment)."""
+    if type(element) is str:  # the common case, first
+        return element
     if isinstance(element, dict) and "elem" in element:
         return _unwrap_elem(element["elem"].get("val"))
     if isinstance(element, list) and len(element) == 2:  # a map element: [key, value]

@@ -10,10 +10,13 @@ The listings in tests/data/diff/ were captured with `nft -j list table` from nft
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nftredir import diff, model, nft_text, status
 from nftredir.config import Config, Item, build_config
@@ -412,3 +415,18 @@ def test_a_listing_compared_with_itself_is_identical(name):
     table = "scratch" if "hand" in name else "nftredir"
     live = model.from_listing(listing(name), table)
     assert diff.compare(live, live) == []
+
+
+ipv4_elements = st.lists(st.one_of(
+    st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n))),
+    st.builds(lambda n, length: {"prefix": {"addr": str(ipaddress.IPv4Address(n)), "len": length}},
+              st.integers(0, 2**32 - 1), st.integers(0, 32)),
+), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ipv4_elements)
+def test_the_bulk_ipv4_path_reads_elements_as_the_general_one(values):
+    assert model._ipv4_bounds(values) == [model._bounds("ipv4_addr", v) for v in values]
+    texts = model.canonical_elements("ipv4_addr", ["interval"], values)
+    assert texts == tuple(sorted(texts, key=lambda t: ipaddress.IPv4Address(t.split("/")[0].split("-")[0])))
