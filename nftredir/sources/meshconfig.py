@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nftredir.config import OPTIONS, Item
-from nftredir.sources.documents import Document, expect, expect_resource, load_document, scalar_item
+from nftredir.sources.documents import Document, expect, expect_resource, list_items, load_document, scalar_item
 
 # The options FSM's MeshConfig holds (nftredir.config.OPTIONS' `mesh`), by option name.
 FIELDS = {name: option for name, option in OPTIONS.items() if option.mesh is not None}
@@ -39,7 +39,7 @@ def mesh_config_layer(doc: Document) -> dict[str, list[Item]]:
         field_path = ("spec", section, field)
         if option.is_list:
             expect(doc, field_path, values, list)
-            layer[name] = [scalar_item(doc, (*field_path, i), v, item_type) for i, v in enumerate(values)]
+            layer[name] = list_items(doc, field_path, values, item_type)
         else:
             layer[name] = [scalar_item(doc, field_path, values, item_type)]
     return layer
