@@ -13,6 +13,13 @@ from typing import Optional
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+FSM_REFERENCE = Path(__file__).resolve().parent / "data" / "fsm"
+
+
+def fsm_reference(name: str) -> str:
+    """One of FSM's scripts written by hand from the reference (tests/data/fsm/): the
+    expectations the generator, the goldens and the traffic tests are held to."""
+    return (FSM_REFERENCE / name).read_text()
 _counter = itertools.count()
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces")

@@ -11,7 +11,9 @@ HOSTILE = ["a\nb", "a;b", "a}b", 'a"b', "a'b", "é", "x" * 1_000_000, "$(reboot)
 
 
 def config_from(**options: str) -> Config:
-    return build_config({name.replace("_", "-"): split_items(text, f"--{name}") for name, text in options.items()})
+    """A Config from flag-style keyword arguments, each item's source the flag a user types."""
+    flags = {name.replace("_", "-"): text for name, text in options.items()}
+    return build_config({name: split_items(text, f"--{name}") for name, text in flags.items()})
 
 
 def refusal(**options: str) -> ConfigError:
@@ -58,7 +60,7 @@ def test_host_bits_are_masked_as_iptables_does():
 )
 def test_bad_cidrs_are_refused(value, reason):
     error = refusal(outbound_ip_range_inclusion_list=f"1.1.1.1/32,{value}")
-    assert error.source == "--outbound_ip_range_inclusion_list"
+    assert error.source == "--outbound-ip-range-inclusion-list"
     assert error.value == value and reason in error.reason
 
 
@@ -102,7 +104,7 @@ def test_podip_mode_needs_a_pod_ip():
 @pytest.mark.parametrize("pod_ip", ["10.0.0", "fd00::1", "10.0.0.1/32", "010.0.0.1"])
 def test_podip_mode_needs_a_valid_ipv4_pod_ip(pod_ip):
     error = refusal(local_proxy_mode="podip", pod_ip=pod_ip)
-    assert error.source == "--pod_ip" and "not an IPv4 address" in error.reason
+    assert error.source == "--pod-ip" and "not an IPv4 address" in error.reason
 
 
 def test_pod_ip_is_ignored_outside_podip_mode():
@@ -145,7 +147,7 @@ def test_hostile_values_are_refused_in_one_short_line(option, value):
     error = refusal(**{option: value})
     message = str(error)
     assert "\n" not in message and "\r" not in message and len(message) < 300
-    assert message.startswith(f"--{option}: ")
+    assert message.startswith(f"--{option.replace('_', '-')}: ")  # the flag as a user types it
     assert error.exit_code == EXIT_INVALID
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_nftredir
+from tests.conftest import REPO, fsm_reference, run_nftredir
 from tests.test_sources import ANNOTATIONS, MESH_YAML
 
 
@@ -122,39 +122,7 @@ def test_bytes_that_are_not_utf8_in_a_flag_and_a_file(tmp_path):
 # annotation), derived by hand from docs in /work/shared/reference/fsm-rules.md: the merged lists
 # are ranges 10.0.0.0/8, 169.254.169.254/32, 10.96.0.0/12 (pod first); outbound ports
 # 6379, 7070, 5432 and inbound ports 9090, 8080 (global first); interface eth1; PodIP mode.
-FSM_SCRIPT = """\
-*nat
-:FSM_PROXY_INBOUND - [0:0]
-:FSM_PROXY_IN_REDIRECT - [0:0]
-:FSM_PROXY_OUTBOUND - [0:0]
-:FSM_PROXY_OUT_REDIRECT - [0:0]
--A FSM_PROXY_IN_REDIRECT -p tcp -j REDIRECT --to-port 15003
--A PREROUTING -p tcp -j FSM_PROXY_INBOUND
--A FSM_PROXY_INBOUND -p tcp --dport 15010 -j RETURN
--A FSM_PROXY_INBOUND -p tcp --dport 15901 -j RETURN
--A FSM_PROXY_INBOUND -p tcp --dport 15902 -j RETURN
--A FSM_PROXY_INBOUND -p tcp --dport 15903 -j RETURN
--A FSM_PROXY_INBOUND -p tcp --dport 15904 -j RETURN
--A FSM_PROXY_INBOUND -p tcp -j FSM_PROXY_IN_REDIRECT
--I FSM_PROXY_INBOUND -i eth1 -j RETURN
--I FSM_PROXY_INBOUND -p tcp --match multiport --dports 9090,8080 -j RETURN
--A FSM_PROXY_OUT_REDIRECT -p tcp -j REDIRECT --to-port 15001
--A FSM_PROXY_OUT_REDIRECT -p tcp --dport 15000 -j ACCEPT
--A OUTPUT -p tcp -j FSM_PROXY_OUTBOUND
--A FSM_PROXY_OUTBOUND -o lo ! -d 127.0.0.1/32 -m owner --uid-owner 1500 -j FSM_PROXY_IN_REDIRECT
--A FSM_PROXY_OUTBOUND -o lo -m owner ! --uid-owner 1500 -j RETURN
--A FSM_PROXY_OUTBOUND -m owner --uid-owner 1500 -j RETURN
--A FSM_PROXY_OUTBOUND -d 127.0.0.1/32 -j RETURN
--I OUTPUT -p tcp -o lo -d 127.0.0.1/32 -m owner --uid-owner 1500 -j DNAT --to-destination 10.1.2.3
--A FSM_PROXY_OUTBOUND -o eth1 -j RETURN
--A FSM_PROXY_OUTBOUND -d 10.0.0.0/8 -j RETURN
--A FSM_PROXY_OUTBOUND -d 169.254.169.254/32 -j RETURN
--A FSM_PROXY_OUTBOUND -d 10.96.0.0/12 -j RETURN
--A FSM_PROXY_OUTBOUND -p tcp --match multiport --dports 6379,7070,5432 -j RETURN
--A FSM_PROXY_OUTBOUND -d 192.168.0.0/16 -j FSM_PROXY_OUT_REDIRECT
--A FSM_PROXY_OUTBOUND -j RETURN
-COMMIT
-"""
+FSM_SCRIPT = fsm_reference("mesh-and-annotations.rules")
 
 
 def test_meshconfig_and_annotations_render_the_script_fsms_injector_would(tmp_path):

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from tests import netlab as nl
-from tests.conftest import REPO
+from tests.conftest import REPO, fsm_reference
 from tests.netlab import Probe, Verdict
 
 pytestmark = pytest.mark.skipif(
@@ -20,31 +20,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs root, iproute2 and iptables-restore",
 )
 
-# FSM's script for the default configuration (no lists, Localhost mode), as in fsm-rules.md.
-FSM_DEFAULT = """\
-*nat
-:FSM_PROXY_INBOUND - [0:0]
-:FSM_PROXY_IN_REDIRECT - [0:0]
-:FSM_PROXY_OUTBOUND - [0:0]
-:FSM_PROXY_OUT_REDIRECT - [0:0]
--A FSM_PROXY_IN_REDIRECT -p tcp -j REDIRECT --to-port 15003
--A PREROUTING -p tcp -j FSM_PROXY_INBOUND
--A FSM_PROXY_INBOUND -p tcp --dport 15010 -j RETURN
--A FSM_PROXY_INBOUND -p tcp --dport 15901 -j RETURN
--A FSM_PROXY_INBOUND -p tcp --dport 15902 -j RETURN
--A FSM_PROXY_INBOUND -p tcp --dport 15903 -j RETURN
--A FSM_PROXY_INBOUND -p tcp --dport 15904 -j RETURN
--A FSM_PROXY_INBOUND -p tcp -j FSM_PROXY_IN_REDIRECT
--A FSM_PROXY_OUT_REDIRECT -p tcp -j REDIRECT --to-port 15001
--A FSM_PROXY_OUT_REDIRECT -p tcp --dport 15000 -j ACCEPT
--A OUTPUT -p tcp -j FSM_PROXY_OUTBOUND
--A FSM_PROXY_OUTBOUND -o lo ! -d 127.0.0.1/32 -m owner --uid-owner 1500 -j FSM_PROXY_IN_REDIRECT
--A FSM_PROXY_OUTBOUND -o lo -m owner ! --uid-owner 1500 -j RETURN
--A FSM_PROXY_OUTBOUND -m owner --uid-owner 1500 -j RETURN
--A FSM_PROXY_OUTBOUND -d 127.0.0.1/32 -j RETURN
--A FSM_PROXY_OUTBOUND -j FSM_PROXY_OUT_REDIRECT
-COMMIT
-"""
+FSM_DEFAULT = fsm_reference("default.rules")
 
 APP = 8080
 APP_UID = 1000
@@ -173,12 +149,9 @@ def test_verdict_masked() -> None:
     assert v.masked().peer == "10.99.0.2:*" and Verdict("refused").masked() == Verdict("refused")
 
 
-def test_probe_batch_of_100_is_fast(lab: nl.PodWorld) -> None:
-    start = time.monotonic()
+def test_a_batch_of_100_probes_each_gets_its_own_answer(lab: nl.PodWorld) -> None:
     got = nl.probe_many(lab.pod, [(f"203.0.113.{i}", 1000 + i) for i in range(1, 101)], 1000)
-    elapsed = time.monotonic() - start
     assert [v.orig_dst for v in got] == [f"203.0.113.{i}:{1000 + i}" for i in range(1, 101)]
-    assert elapsed < 5, elapsed
 
 
 # --------------------------------------------------------------------------- behaviour

@@ -14,6 +14,7 @@ import pytest
 from nftredir.config import Config
 from nftredir.errors import ConfigError
 from nftredir.render import render, render_batch, template_context
+from tests.conftest import fsm_reference
 from tests.scenarios import SCENARIOS, config_of
 
 GOLDENS = Path(__file__).parent / "goldens"
@@ -165,3 +166,7 @@ def test_the_user_cache_is_named_by_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("NFTREDIR_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert cache_dirs()[1] == tmp_path / "x" / "nftredir"
+
+def test_the_default_golden_is_fsm_s_script_as_written_by_hand():
+    """The iptables golden of the default configuration is FSM's own script (tests/data/fsm)."""
+    assert (GOLDENS / "no_lists.iptables").read_text() == fsm_reference("default.rules")
