@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.native import BenchError
 from bench.workload import interleaved
-from tests import netlab
+from lab import netlab
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench.native import BenchError
 from bench.workload import EXCLUDED_DST, EXCLUDED_DST6, REDIRECTED_DST, REDIRECTED_DST6
-from tests import netlab
+from lab import netlab
 
 VARIANTS = ("none", "fsm", "nftredir", "none6", "nftredir6")  # ...6: probed over IPv6
 DESTINATIONS = ("redirected", "excluded")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import run_nftredir
+from lab.netlab import run_nftredir
 
 
 def nftredir(*argv: str, prelude: str = "", user: int | None = None, netns=None) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,8 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO, fsm_reference, run_nftredir
+from lab.netlab import run_nftredir
+from tests.conftest import REPO, fsm_reference
 from tests.test_sources import ANNOTATIONS, MESH_YAML
 
 

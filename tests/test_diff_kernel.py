@@ -175,7 +175,7 @@ def test_status_shows_each_rule_counting_traffic(netns):
     applied(netns)
     # One TCP connection to 127.0.0.1 (refused: nothing listens): the first packet goes through
     # the nat output chain, into PROXY_OUTPUT, and out by the "app calling itself over lo" rule.
-    netns.run("python3", "-c", "import socket; s = socket.socket(); s.settimeout(2); s.connect_ex(('127.0.0.1', 9))")
+    netns.run(["python3", "-c", "import socket; s = socket.socket(); s.settimeout(2); s.connect_ex(('127.0.0.1', 9))"])
     result = netns.nftredir("status", "--format", "json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

@@ -1,6 +1,6 @@
 """Differential kernel tests: nftredir against FSM's own iptables rules, probe for probe.
 
-For each scenario two identical pod/world topologies (tests/netlab.py; built once, and reset
+For each scenario two identical pod/world topologies (lab/netlab.py; built once, and reset
 to no ruleset and no tracked connection before each scenario) are used. One gets
 FSM's script (`render --format iptables`, loaded with `iptables-restore --noflush`, nf_tables
 backend; in dual mode also its IPv6 counterpart under `ip6tables-restore --noflush`), the other
@@ -33,9 +33,8 @@ from functools import cache
 import pytest
 
 from nftredir.render import IP6TABLES_HEADER, render
-from tests import netlab as nl
-from tests.conftest import Netns as CliNetns
-from tests.netlab import Probe, Verdict
+from lab import netlab as nl
+from lab.netlab import Probe, Verdict
 from tests.scenarios import as_flags, config_of
 
 pytestmark = pytest.mark.skipif(
@@ -235,7 +234,7 @@ def load_fsm(lab: nl.PodWorld, options: dict[str, str]) -> None:
 
 
 def load_nftredir(lab: nl.PodWorld, options: dict[str, str]) -> None:
-    result = CliNetns(lab.pod.name).nftredir("apply", *as_flags(options))
+    result = lab.pod.nftredir("apply", *as_flags(options))
     assert result.returncode == 0, result.stderr
 
 

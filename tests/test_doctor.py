@@ -6,14 +6,13 @@ import json
 import os
 import socket
 import struct
-import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 
 import pytest
 
-from tests import netlab
+from lab import netlab
 from tests.conftest import REPO
 
 EVERY_CHECK = [
@@ -24,34 +23,19 @@ EVERY_CHECK = [
 ]
 
 
-class Namespace:
-    def __init__(self, ns: netlab.Netns) -> None:
-        self.ns = ns
-
-    def run(self, *argv: str, input: str | None = None, env: dict[str, str] | None = None,
-            check: bool = False) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(self.ns.argv(list(argv)), capture_output=True, text=True, input=input, timeout=120,
-                                cwd=REPO, env={**os.environ, **(env or {})})
-        if check:
-            assert result.returncode == 0, result.stderr
-        return result
-
-    def nftredir(self, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return self.run(sys.executable, "-m", "nftredir", *argv, env=env)
-
-    def doctor(self, *argv: str, env: dict[str, str] | None = None) -> tuple[int, dict]:
-        result = self.nftredir("doctor", "--format", "json", *argv, env=env)
-        assert result.returncode in (0, 1), result.stderr
-        assert result.stderr == ""
-        return result.returncode, json.loads(result.stdout)
+def doctor(ns: netlab.Netns, *argv: str, env: dict[str, str] | None = None) -> tuple[int, dict]:
+    result = ns.nftredir("doctor", "--format", "json", *argv, env=env)
+    assert result.returncode in (0, 1), result.stderr
+    assert result.stderr == ""
+    return result.returncode, json.loads(result.stdout)
 
 
 @pytest.fixture
-def ns() -> Iterator[Namespace]:
+def ns() -> Iterator[netlab.Netns]:
     if os.geteuid() != 0:
         pytest.skip("needs root to create network namespaces")
     with netlab.netns(netlab.unique_name("doc", "nrva")) as made:
-        yield Namespace(made)
+        yield made
 
 
 def findings(report: dict, name: str) -> list[dict]:
@@ -69,7 +53,7 @@ def problems(report: dict) -> set[str]:
 
 def test_a_clean_pod_has_no_problems_and_json_lists_every_check(ns):
     assert ns.nftredir("apply").returncode == 0
-    code, report = ns.doctor()
+    code, report = doctor(ns)
     assert code == 0, report
     assert [c["name"] for c in report["checks"]] == EVERY_CHECK
     assert {c["status"] for c in report["checks"]} == {"ok"}, report
@@ -81,16 +65,16 @@ def test_a_clean_pod_has_no_problems_and_json_lists_every_check(ns):
 
 def test_doctor_changes_nothing(ns):
     assert ns.nftredir("apply").returncode == 0
-    before = ns.run("nft", "-s", "list", "ruleset", check=True).stdout
-    ns.doctor()
-    assert ns.run("nft", "-s", "list", "ruleset", check=True).stdout == before
+    before = ns.run(["nft", "-s", "list", "ruleset"], check=True).stdout
+    doctor(ns)
+    assert ns.run(["nft", "-s", "list", "ruleset"], check=True).stdout == before
 
 
 def test_fsm_iptables_rules_beside_nftredirs_table(ns):
     assert ns.nftredir("apply").returncode == 0
     fsm = ns.nftredir("render", "--format", "iptables").stdout  # FSM's own iptables-restore input
-    ns.run("iptables-nft-restore", "--noflush", input=fsm, check=True)
-    code, report = ns.doctor()
+    ns.run(["iptables-nft-restore", "--noflush"], input=fsm, check=True)
+    code, report = doctor(ns)
     assert code == 1
     assert problems(report) == {"mesh-iptables", "other-nat-chains"}
     (mesh,) = findings(report, "mesh-iptables")
@@ -103,7 +87,7 @@ def test_fsm_iptables_rules_beside_nftredirs_table(ns):
 
 def test_a_second_nat_table_with_a_redirect(ns):
     assert ns.nftredir("apply").returncode == 0
-    ns.run("nft", "-f", "-", check=True, input=textwrap.dedent("""\
+    ns.run(["nft", "-f", "-"], check=True, input=textwrap.dedent("""\
         table ip sneaky {
             chain out {
                 type nat hook output priority -150; policy accept;
@@ -118,7 +102,7 @@ def test_a_second_nat_table_with_a_redirect(ns):
             }
         }
         """))
-    code, report = ns.doctor()
+    code, report = doctor(ns)
     assert code == 1 and problems(report) == {"other-nat-chains"}
     by_summary = {c["summary"]: c for c in findings(report, "other-nat-chains")}
     problem = by_summary["nat chain ip sneaky out (hook output, priority -150) redirects traffic too"]
@@ -129,7 +113,7 @@ def test_a_second_nat_table_with_a_redirect(ns):
 def test_a_foreign_nftredir2_table(ns):
     assert ns.nftredir("apply").returncode == 0
     assert ns.nftredir("apply", "--table", "nftredir2").returncode == 0
-    code, report = ns.doctor()
+    code, report = doctor(ns)
     assert code == 1
     assert "other-nftredir" in problems(report)
     (copy,) = findings(report, "other-nftredir")
@@ -142,15 +126,15 @@ def test_a_hand_made_copy_under_another_name(ns):
     """nftredir's ruleset loaded with nft under the name nftredir2, without nftredir: still a copy."""
     assert ns.nftredir("apply").returncode == 0
     ruleset = ns.nftredir("render", "--table", "nftredir2").stdout
-    ns.run("nft", "-f", "-", input=ruleset, check=True)
-    code, report = ns.doctor()
+    ns.run(["nft", "-f", "-"], input=ruleset, check=True)
+    code, report = doctor(ns)
     assert code == 1 and status(report, "other-nftredir") == "problem"
     assert findings(report, "other-nftredir")[0]["details"][0].startswith("table inet nftredir2 (")
 
 
 def test_no_cap_net_admin(ns):
-    result = ns.run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-                    sys.executable, "-m", "nftredir", "doctor", "--format", "json")
+    result = ns.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                    sys.executable, "-m", "nftredir", "doctor", "--format", "json"], check=False, cwd=REPO)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     report = json.loads(result.stdout)
     assert problems(report) == {"privilege"}
@@ -176,7 +160,7 @@ print(json.dumps([f.__dict__ for f in doctor.kernel_findings(Kernel(), batch, fe
 
 
 def test_a_batch_feature_the_kernel_refuses_is_named(ns):
-    result = ns.run(sys.executable, "-c", SIMULATE_REFUSAL, check=True)
+    result = ns.run([sys.executable, "-c", SIMULATE_REFUSAL], cwd=REPO)
     report = {"checks": json.loads(result.stdout)}
     assert problems(report) == {"kernel-batch", "kernel-feature: nat on the forward hook"}
     (feature,) = findings(report, "kernel-feature: nat on the forward hook")
@@ -185,27 +169,27 @@ def test_a_batch_feature_the_kernel_refuses_is_named(ns):
     assert "add chain inet nftredir_doctor fwd" in batch["details"][0]  # the refused command, by bisection
     for name in ("inet nat chains", "meta skuid", "interval sets", "redirect", "dnat", "comments"):
         assert status(report, "kernel-feature: " + name) == "ok"
-    assert ns.run("nft", "list", "ruleset", check=True).stdout == ""  # dry runs only
+    assert ns.run(["nft", "list", "ruleset"], check=True).stdout == ""  # dry runs only
 
 
 def test_drift_is_a_problem(ns):
     assert ns.nftredir("apply", "--outbound-port-exclusion-list", "6379").returncode == 0
-    code, report = ns.doctor()
+    code, report = doctor(ns)
     assert code == 1 and problems(report) == {"drift"}
     assert any("outbound_port_exclusions" in line for line in findings(report, "drift")[0]["details"])
     ns.nftredir("remove")
-    _, report = ns.doctor()
+    _, report = doctor(ns)
     assert "not installed" in findings(report, "drift")[0]["summary"]
 
 
 def test_fsms_rules_in_legacy_iptables(ns):
     """FSM's own script loaded with iptables-legacy-restore: found without any iptables binary."""
     fsm = ns.nftredir("render", "--format", "iptables").stdout
-    legacy = ns.run("iptables-legacy-restore", "--noflush", input=fsm)
+    legacy = ns.run(["iptables-legacy-restore", "--noflush"], input=fsm, check=False)
     if legacy.returncode != 0:
         pytest.skip(f"no legacy xtables on this kernel: {legacy.stderr.strip()}")
     assert ns.nftredir("apply").returncode == 0
-    code, report = ns.doctor()
+    code, report = doctor(ns)
     assert code == 1 and problems(report) == {"legacy-xtables"}
     (found,) = findings(report, "legacy-xtables")
     assert "Flomesh Service Mesh (FSM)" in found["summary"]
@@ -219,7 +203,7 @@ def test_an_nft_of_another_version_on_path_is_a_warning(ns, tmp_path):
     fake.write_text("#!/bin/sh\necho 'nftables v1.1.6 (Commodore Bullmoose #7)'\n")
     fake.chmod(0o755)
     assert ns.nftredir("apply").returncode == 0
-    code, report = ns.doctor(env={"PATH": f"{tmp_path}:{os.environ['PATH']}"})
+    code, report = doctor(ns, env={"PATH": f"{tmp_path}:{os.environ['PATH']}"})
     assert code == 0  # warnings do not fail
     (skew,) = findings(report, "nft-version")
     assert skew["status"] == "warning" and "v1.1.6" in skew["summary"]
@@ -251,27 +235,27 @@ def write_stamped_table(name: str, version: tuple[int, int, int, int]) -> None:
 
 def test_a_table_written_by_a_newer_nft_is_a_warning(ns):
     assert ns.nftredir("apply").returncode == 0
-    ns.run(sys.executable, "-c", "from tests.test_doctor import write_stamped_table; "
-           "write_stamped_table('future', (9, 9, 1, 0))", check=True)
-    code, report = ns.doctor()
+    ns.run([sys.executable, "-c", "from tests.test_doctor import write_stamped_table; "
+           "write_stamped_table('future', (9, 9, 1, 0))"], cwd=REPO)
+    code, report = doctor(ns)
     assert code == 0
     (writer,) = findings(report, "table-writer")
     assert writer["status"] == "warning"
     assert writer["details"] == ["table inet future: written by nft 9.9.1"]
     # The stamp is read back from the kernel, the same bytes nft 1.1.5+ writes.
-    stamp = ns.run(sys.executable, "-c", "from nftredir.tablestamp import table_stamp; "
-                   "print(repr(table_stamp('inet', 'future')))", check=True)
+    stamp = ns.run([sys.executable, "-c", "from nftredir.tablestamp import table_stamp; "
+                   "print(repr(table_stamp('inet', 'future')))"], cwd=REPO)
     assert stamp.stdout.strip() == "Stamp(version=(9, 9, 1, 0), built=1760000000)"
 
 
 def test_a_table_with_flags_does_not_hide_the_rest(ns):
     """libnftables 1.0.6 cuts a JSON `list ruleset` short at a table with flags: doctor must not."""
     assert ns.nftredir("apply").returncode == 0
-    ns.run("nft", "add", "table", "ip", "asleep", "{ flags dormant; }", check=True)
-    ns.run("nft", "add", "table", "ip", "later", check=True)
-    ns.run("nft", "add", "chain", "ip", "later", "out", "{ type nat hook output priority 0; }", check=True)
-    ns.run("nft", "add", "rule", "ip", "later", "out", "tcp", "dport", "80", "redirect", "to", ":81", check=True)
-    code, report = ns.doctor()
+    ns.run(["nft", "add", "table", "ip", "asleep", "{ flags dormant; }"], check=True)
+    ns.run(["nft", "add", "table", "ip", "later"], check=True)
+    ns.run(["nft", "add", "chain", "ip", "later", "out", "{ type nat hook output priority 0; }"], check=True)
+    ns.run(["nft", "add", "rule", "ip", "later", "out", "tcp", "dport", "80", "redirect", "to", ":81"], check=True)
+    code, report = doctor(ns)
     assert code == 1 and problems(report) == {"other-nat-chains"}
     assert findings(report, "other-nat-chains")[0]["details"] == ["out: tcp dport 80 redirect to :81"]
     assert status(report, "drift") == "ok"

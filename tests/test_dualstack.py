@@ -19,8 +19,7 @@ from nftredir.errors import ConfigError
 from nftredir.render import IP6TABLES_HEADER, IPTABLES_HEADER, render, render_batch
 from nftredir.config import Item, build_config
 from nftredir.sources import Files, gather
-from tests import netlab as nl
-from tests.conftest import Netns as CliNetns
+from lab import netlab as nl
 from tests.scenarios import SCENARIOS, config_of
 
 DUAL = {"ip_family": "dual"}
@@ -238,7 +237,7 @@ requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to crea
 )
 def test_bad_dual_stack_input_is_one_line_exit_2_and_the_kernel_untouched(argv, message):
     with nl.netns(nl.unique_name("cli")) as ns:
-        cli = CliNetns(ns.name)
+        cli = ns
         result = cli.nftredir("apply", *argv, env={"POD_IP": "", "POD_IPS": ""})
         assert (result.returncode, result.stdout) == (2, "")
         assert result.stderr.startswith("nftredir: error: ") and message in result.stderr
@@ -251,7 +250,7 @@ def test_dual_apply_is_idempotent_and_diff_and_status_see_ipv6_drift():
     flags = ["--ip-family", "dual", "--local-proxy-mode", "podip", "--pod-ip", "10.0.0.5,fd00::5",
              "--outbound-ip-range-exclusion-list", "2001:db8::/32,10.0.0.0/8", "--outbound-ip-range-inclusion-list", "fd00:1::/64"]
     with nl.netns(nl.unique_name("dual")) as ns:
-        cli = CliNetns(ns.name)
+        cli = ns
         assert cli.nftredir("apply", *flags).returncode == 0
         first = cli.list_table()
         assert cli.nftredir("apply", *flags).returncode == 0

@@ -17,7 +17,7 @@ from nftredir.sources import documents
 from nftredir.sources.annotations import read_pod_annotations
 from nftredir.sources.config_file import read_config_file
 from nftredir.sources.meshconfig import read_mesh_config
-from tests.conftest import run_nftredir
+from lab.netlab import run_nftredir
 
 DEEP = 50_000
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import netlab as nl
-from tests.conftest import REPO, Netns, delete_netns, netns_name
+from lab import netlab as nl
+from lab.netlab import Netns
+from tests.conftest import REPO
 from tests.fsm_command import fsm_command
 from tests.scenarios import as_flags, config_of
 from tests import test_differential
@@ -87,13 +88,8 @@ def test_fsm_command_with_nftredir_as_iptables_restore_answers_as_fsm(scenario: 
 
 @pytest.fixture
 def ns() -> Iterator[Netns]:
-    name = netns_name(PREFIX)
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
-        yield Netns(name)
-    finally:
-        delete_netns(name)
+    with nl.netns(nl.unique_name("cli", prefix=PREFIX)) as namespace:
+        yield namespace
 
 
 def restore(ns: Netns, *argv: str, input: str | bytes, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -118,7 +114,7 @@ def test_fsm_command_twice_leaves_one_ruleset_equal_to_apply(ns: Netns) -> None:
     assert ns.nftredir("remove").returncode == 0
     command = fsm_command(ALL_CONFIG)
     for _ in range(2):
-        run_fsm_command(nl.Netns(ns.name), command, str(ALL_CONFIG.pod_ip), WRAPPED)
+        run_fsm_command(ns, command, str(ALL_CONFIG.pod_ip), WRAPPED)
         assert ruleset(ns) == by_apply
     assert ns.nftredir("diff", *ALL_FLAGS).returncode == 0
 
@@ -159,15 +155,10 @@ def test_environment_table_is_honoured_and_stated_options_are_refused(ns: Netns)
 @pytest.fixture(scope="module")
 def refusal_ns() -> Iterator[tuple[Netns, str]]:
     """One namespace holding a previous nftredir table and a foreign iptables rule."""
-    name = netns_name(PREFIX)
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        ns = Netns(name)
+    with nl.netns(nl.unique_name("refusals", prefix=PREFIX)) as ns:
         assert ns.nftredir("apply", "--outbound-port-exclusion-list", "6379").returncode == 0
-        ns.run("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "lo", "-j", "RETURN")
+        ns.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "lo", "-j", "RETURN"])
         yield ns, ruleset(ns)
-    finally:
-        delete_netns(name)
 
 
 @pytest.mark.parametrize("case", list(REFUSED) + ["binary garbage"])

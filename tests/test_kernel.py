@@ -16,7 +16,7 @@ FOREIGN_TABLE = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp --dport 53
 
 def load_foreign_table(netns) -> str:
     """An iptables-nft `ip nat` table, as a pod with other tooling would have; returns its listing."""
-    netns.run("iptables-restore", "--noflush", input=FOREIGN_TABLE)
+    netns.run(["iptables-restore", "--noflush"], input=FOREIGN_TABLE)
     return netns.nft("-s", "list", "table", "ip", "nat").stdout
 
 
@@ -124,7 +124,7 @@ def test_a_refused_batch_is_one_line_exit_3_and_leaves_the_previous_ruleset(netn
     """The kernel refuses the last command; the table replace before it must not have happened."""
     assert netns.nftredir("apply", *as_flags(SCENARIOS["all_lists"])).returncode == 0
     before = netns.list_table()
-    result = netns.run(sys.executable, "-c", BROKEN_BATCH, check=False)
+    result = netns.run([sys.executable, "-c", BROKEN_BATCH], check=False)
     assert result.returncode == 3
     commands = len(json.loads(render(config_of(), "json"))["nftables"]) + 1  # BROKEN_BATCH applies the defaults, + its rule
     assert result.stderr.startswith(
@@ -148,8 +148,8 @@ def test_invalid_input_exits_2_and_leaves_the_kernel_untouched(netns):
 
 def test_without_cap_net_admin_apply_says_so_and_exits_3(netns):
     result = netns.run(
-        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-        sys.executable, "-m", "nftredir", "apply", check=False,
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+        sys.executable, "-m", "nftredir", "apply"], check=False,
     )
     assert result.returncode == 3
     assert "CAP_NET_ADMIN" in result.stderr and "Traceback" not in result.stderr

@@ -11,9 +11,9 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from tests import netlab as nl
+from lab import netlab as nl
 from tests.conftest import REPO, fsm_reference
-from tests.netlab import Probe, Verdict
+from lab.netlab import Probe, Verdict
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("iptables-restore") is None,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import netlab as nl
+from lab import netlab as nl
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")

@@ -12,7 +12,8 @@ import pytest
 
 from nftredir.ownership import MARK
 from nftredir.render import render
-from tests.conftest import REPO, run_nftredir
+from lab.netlab import run_nftredir
+from tests.conftest import REPO
 from tests.scenarios import SCENARIOS, as_flags, config_of
 
 FIREWALL = """
@@ -168,7 +169,7 @@ def test_status_names_fsm_s_own_iptables_chains_beside_a_matching_table(netns):
     options = ["--inbound-port-exclusion-list", "8080"]
     assert netns.nftredir("apply", *options).returncode == 0
     fsm = render(config_of(), "iptables")  # FSM's script, which redirects inbound 8080 too
-    netns.run("iptables-restore", "--noflush", input=fsm)
+    netns.run(["iptables-restore", "--noflush"], input=fsm)
     assert netns.nftredir("diff", *options).returncode == 0  # diff compares nftredir's table only
     text = netns.nftredir("status", *options).stdout
     assert "table ip nat chain PREROUTING (type nat hook prerouting priority -100)" in text
@@ -254,11 +255,11 @@ def test_output_that_cannot_be_written_is_one_line(netns):
 def test_without_proc_mounted_apply_works_and_a_missing_privilege_is_one_line(netns):
     """In a mount namespace with /proc unmounted."""
     script = f"umount -l /proc && cd {REPO} && {sys.executable} -m nftredir apply && echo applied"
-    result = netns.run("unshare", "--mount", "sh", "-c", script, check=False)
+    result = netns.run(["unshare", "--mount", "sh", "-c", script], check=False)
     assert result.returncode == 0 and "applied" in result.stdout, result.stderr
-    nobody = netns.run("unshare", "--mount", "sh", "-c",
+    nobody = netns.run(["unshare", "--mount", "sh", "-c",
                        f"umount -l /proc && cd {REPO} && "
-                       f"setpriv --reuid=65534 --regid=65534 --clear-groups {sys.executable} -m nftredir remove",
+                       f"setpriv --reuid=65534 --regid=65534 --clear-groups {sys.executable} -m nftredir remove"],
                        check=False)
     assert nobody.returncode == 3 and nobody.stderr.count("\n") == 1 and "Traceback" not in nobody.stderr
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import netlab
+from lab import netlab
 from tests.conftest import REPO
 
 PREFIX = "nrva"
@@ -64,7 +64,7 @@ class Pod:
 
 @pytest.fixture
 def pod() -> Iterator[Pod]:
-    """pod (eth0: default route, eth1: 192.0.2.0/24) <-> world, as in tests/netlab.py."""
+    """pod (eth0: default route, eth1: 192.0.2.0/24) <-> world, as in lab/netlab.py."""
     if os.geteuid() != 0:
         pytest.skip("needs root to create network namespaces")
     with contextlib.ExitStack() as stack:

@@ -114,7 +114,7 @@ class Netns:
         *,
         input: str | None = None,
         check: bool = True,
-        timeout: float = 30.0,
+        timeout: float = 120.0,  # a hang guard, far above what any command here takes
         cwd: str | os.PathLike[str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command in the namespace and capture its output (text)."""
@@ -136,11 +136,50 @@ class Netns:
         """Set sysctls inside the namespace, e.g. {"net.ipv4.ip_forward": 1}."""
         self.run(["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in settings.items())])
 
+    def nft(self, *argv: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return self.run(["nft", *argv], check=check, input=input)
+
+    def nftredir(self, *argv: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """The CLI in this namespace, as a user would run it; never raises on a non-zero exit."""
+        return run_nftredir(*argv, env=env, netns=self)
+
+    def list_table(self, table: str = "nftredir") -> str:
+        return self.nft("-s", "list", "table", "inet", table).stdout
+
     def pids(self) -> list[int]:
         out = subprocess.run(
             ["ip", "netns", "pids", self.name], capture_output=True, text=True, timeout=10
         ).stdout
         return [int(p) for p in out.split()]
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_nftredir(
+    *argv: str, env: Mapping[str, str] | None = None, netns: Netns | None = None, prelude: str = "",
+    user: int | None = None, clean_env: bool = False, input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The one way the tests run the CLI: a fresh interpreter, as a user would; never raises
+    on a non-zero exit. `prelude` runs first (e.g. to hide a module); `user` drops to that
+    uid/gid; `clean_env` drops the caller's NFTREDIR_* and POD_IP.
+
+    Whatever the command and whatever a test expects of it, it runs in `netns` or, without one,
+    in a throwaway network namespace of its own (`unshare --net`): a regression that lets a bad
+    value through must never install a ruleset in the machine's own namespace.
+    """
+    code = f"import sys\n{prelude}\nsys.argv = ['nftredir', *{list(argv)!r}]\nfrom nftredir.cli import main\nmain()\n"
+    command = [PYTHON, "-c", code]
+    if user is not None:
+        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+    if netns is not None:
+        command = netns.argv(command)
+    elif os.geteuid() == 0:
+        command = ["unshare", "--net", *command]
+    base = {k: v for k, v in os.environ.items() if not (clean_env and (k.startswith("NFTREDIR_") or k == "POD_IP"))}
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=REPO, env={**base, **(env or {})}, timeout=300, input=input
+    )
 
 
 # Namespaces are named with this prefix, so concurrent runs can tell theirs apart.
