@@ -8,6 +8,7 @@ import platform
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.workload import median, ratio
 
@@ -93,3 +94,32 @@ def machine() -> dict[str, str]:
         "git": _first_line(["git", "-C", os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "describe", "--always", "--dirty"]),
     }
+
+
+def plot(samples: dict[tuple[str, str, str], list[float]], sizes: Sequence[int], path: Path) -> Path | None:
+    """apply's time and peak RSS against N, one line per command, as a PNG at `path`; None
+    (nothing written) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, (metric, unit) in zip(axes, (("apply", "ms"), ("peak RSS", "MB"))):
+        for kind in ("nftredir", "iptables-restore", "floor", "diff"):
+            points = [(n, median(samples[(metric, str(n), kind)])) for n in sizes if samples.get((metric, str(n), kind))]
+            if points:
+                axis.plot([max(n, 1) for n, _ in points], [v for _, v in points], marker="o", label=kind)
+        axis.set_xscale("log")
+        axis.set_xlabel("excluded CIDRs (N; 0 drawn at 1)")
+        axis.set_ylabel(f"{metric} ({unit})")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    figure.suptitle("nftredir apply against FSM's iptables-restore and the Python floor (medians)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

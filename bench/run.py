@@ -25,7 +25,10 @@ from bench.native import BenchError, build_helpers  # noqa: E402
 from bench.workload import exclusion_cidrs, interleaved, median, mesh_config  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-SIZES = (0, 100, 1_000, 10_000, 50_000)
+SIZES = (0, 100, 1_000, 10_000, 50_000, 200_000)
+# Connection rates stop at 50,000: through FSM's rules a connection at 200,000 ranges walks
+# 200,000 rules, and the curve of apply alone says what the larger N cost.
+CONNRATE_MAX = 50_000
 QUICK_SIZES = (0, 10_000)
 TARGET_SIZES = (10_000, 50_000)
 IPV6_SIZES = (0, 1, 10_000)  # dual stack: a 10,000-range IPv6 list against none (issue 13)
@@ -208,7 +211,7 @@ def _rows(args, levels: list[int], samples: Samples) -> list[report.Row]:
     return rows
 
 
-def _markdown(args, info: dict[str, str], who: dict[str, str], table: str, details: str) -> str:
+def _markdown(args, info: dict[str, str], who: dict[str, str], table: str, details: str, plot: Path | None) -> str:
     mode = "--quick" if args.quick else "normal"
     machine = "\n".join(f"| {k} | {v} |" for k, v in info.items())
     measured = "\n".join(f"| {k} | `{v}` |" for k, v in who.items())
@@ -227,6 +230,8 @@ Medians. `ratio` is nftredir / the other column: lower is better for ms and MB, 
 baseline, as the metric says.
 
 {table}
+
+{f"![apply time and peak RSS against N]({plot.name})" if plot else "(No plot: matplotlib was not installed for this run.)"}
 
 ## Machine
 
@@ -297,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         nftredir = args.nftredir.resolve() if args.nftredir else install.build_venv(args.workdir, _log)
         who = install.describe(nftredir)
         _log(f"measuring {nftredir} ({who['install']})")
-        levels = sorted(set(args.sizes) | {1}) if args.only != "apply" else []
+        levels = sorted({n for n in args.sizes if n <= CONNRATE_MAX} | {1}) if args.only != "apply" else []
         files = _inputs(args.workdir, nftredir, set(args.sizes) | set(levels))
         samples: Samples = {}
         if args.only != "connrate":
@@ -316,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     table = report.table(_rows(args, levels, samples))
     print(table)
     if args.output:
-        args.output.write_text(_markdown(args, info, who, table, report.details(samples, UNITS)))
-        _log(f"wrote {args.output}")
+        plot = report.plot(samples, args.sizes, args.output.with_name("apply.png"))
+        args.output.write_text(_markdown(args, info, who, table, report.details(samples, UNITS), plot))
+        _log(f"wrote {args.output}" + (f" and {plot}" if plot else " (no plot: matplotlib is not installed)"))
     return 0
 
 
