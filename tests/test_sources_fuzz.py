@@ -141,19 +141,9 @@ def test_hostile_meshconfig_fields(tmp_path, fields, fmt):
     outcome(read_mesh_config, str(path))
 
 
-@FUZZ
-@given(st.text(max_size=200))
-def test_any_text_as_a_yaml_or_json_file(tmp_path, text):
-    path = tmp_path / "file"
-    path.write_text(text, errors="surrogateescape")
-    outcome(read_mesh_config, str(path))
-    outcome(read_config_file, str(path))
-    outcome(read_pod_annotations, str(path))
-
-
-@FUZZ
-@given(hostile_documents)
-def test_deep_numeric_and_bom_documents_in_every_file_source(tmp_path, text):
+@settings(max_examples=160, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=200) | hostile_documents)
+def test_any_text_and_deep_numeric_or_bom_documents_in_every_file_source(tmp_path, text):
     path = tmp_path / "file"
     path.write_text(text, errors="surrogateescape")
     outcome(read_mesh_config, str(path))
