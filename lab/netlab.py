@@ -448,6 +448,11 @@ class Probe(NamedTuple):
         return f"{self.proto} {dst}:{self.port}{src}"
 
 
+# How long a probe waits for an answer before calling it a timeout. Every answer in a healthy
+# lab comes in milliseconds, and no configuration expects a timeout, so this is a hang guard
+# with room for a CPU 20x slower (qemu under TCG): a 2 s wait lost an IPv6 answer there.
+PROBE_TIMEOUT = 10.0
+
 _WORKERS = 32  # parallel probes per child; the timeout cost of dropped probes is shared
 
 
@@ -471,7 +476,7 @@ def probe_many(
     ns: Netns,
     probes: Iterable[Probe | tuple[Any, ...]],
     uid: int = 0,
-    timeout: float = 2.0,
+    timeout: float = PROBE_TIMEOUT,
     gid: int | None = None,
 ) -> list[Verdict]:
     """Run probes from `ns` as `uid` and `gid` (default: the uid; no supplementary groups),
@@ -486,7 +491,7 @@ def probe(
     uid: int = 0,
     proto: str = "tcp",
     src_ip: str | None = None,
-    timeout: float = 2.0,
+    timeout: float = PROBE_TIMEOUT,
 ) -> Verdict:
     """One probe (see probe_many; batch when you have several)."""
     return probe_many(ns, [Probe(dst_ip, dst_port, proto, src_ip)], uid, timeout)[0]
@@ -494,7 +499,7 @@ def probe(
 
 def probe_cases(
     cases: Iterable[tuple[Any, ...]],
-    timeout: float = 2.0,
+    timeout: float = PROBE_TIMEOUT,
 ) -> list[Verdict]:
     """Run (namespace, uid, probe[, gid]) cases, one child per namespace, the namespaces side
     by side; verdicts in order. The gid defaults to the uid."""

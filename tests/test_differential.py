@@ -206,7 +206,7 @@ def is_custom(scenario: str) -> bool:
 def probe_lab(lab: nl.PodWorld, scenario: str) -> list[Verdict]:
     ns = {"pod": lab.pod, "world": lab.world}
     probes = [(ns[side], uid, p, gid) for _, uid, gid, p, side in cases(is_custom(scenario))]
-    return [v.masked() for v in nl.probe_cases(probes, timeout=2.0)]
+    return [v.masked() for v in nl.probe_cases(probes)]
 
 
 def mismatches(scenario: str, fsm: list[Verdict], nftredir: list[Verdict]) -> list[tuple[str, Verdict, Verdict]]:
