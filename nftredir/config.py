@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -87,6 +87,20 @@ def parse_cidr(item: Item) -> Cidr:
     except ValueError as exc:
         kind = "an IPv6" if ":" in item.text else "an IPv4"
         raise ConfigError(item.source, item.text, f"not {kind} CIDR: {exc}") from None
+
+
+def item_texts(items: Sequence[Item]) -> Sequence[str]:
+    """The items' texts; a list read from a document (sources.documents.ListItems) has them
+    without making its Items."""
+    texts = getattr(items, "texts", None)
+    return texts if texts is not None else [item.text for item in items]
+
+
+def parse_cidrs(items: Sequence[Item]) -> Iterable[Cidr]:
+    """A CIDR list: in bulk when every value is a valid IPv4 CIDR (a MeshConfig can list 50,000),
+    else one by one, which names the first bad value."""
+    parsed = cidr.parse_many(item_texts(items))
+    return map(parse_cidr, items) if parsed is None else parsed
 
 
 def _refuse_leading_zeros(item: Item, what: str) -> None:
@@ -229,6 +243,7 @@ class Option(NamedTuple):
     annotation: str | None = None  # the pod annotation FSM reads it from
     merge: str | None = None  # POD_FIRST or GLOBAL_FIRST when both MeshConfig and the pod give it
     also_env: tuple[str, ...] = ()  # variables read too, in order (the downward API's names)
+    parse_list: Callable[[Sequence[Item]], Iterable[Any]] | None = None  # a list's bulk `parse`
 
     @property
     def default(self) -> Any:
@@ -249,12 +264,14 @@ OPTIONS: dict[str, Option] = {
     "outbound-ip-range-exclusion-list": Option(
         "outbound_ip_range_exclusions", parse_cidr, True, "CIDR,...",
         "Outbound ranges never sent to the sidecar (IPv6 ones with --ip-family dual).",
-        Mesh("traffic", "outboundIPRangeExclusionList", str), _FLOMESH + "outbound-ip-range-exclusion-list", POD_FIRST),
+        Mesh("traffic", "outboundIPRangeExclusionList", str), _FLOMESH + "outbound-ip-range-exclusion-list", POD_FIRST,
+        parse_list=parse_cidrs),
     "outbound-ip-range-inclusion-list": Option(
         "outbound_ip_range_inclusions", parse_cidr, True, "CIDR,...",
         "If set, only traffic to these outbound ranges goes to the sidecar (a family with none is not redirected); "
         "exclusions still win.",
-        Mesh("traffic", "outboundIPRangeInclusionList", str), _FLOMESH + "outbound-ip-range-inclusion-list", POD_FIRST),
+        Mesh("traffic", "outboundIPRangeInclusionList", str), _FLOMESH + "outbound-ip-range-inclusion-list", POD_FIRST,
+        parse_list=parse_cidrs),
     "outbound-port-exclusion-list": Option(
         "outbound_port_exclusions", parse_port, True, "PORT,...", "Outbound TCP ports never sent to the sidecar.",
         Mesh("traffic", "outboundPortExclusionList", int), _FLOMESH + "outbound-port-exclusion-list", GLOBAL_FIRST),
@@ -296,7 +313,7 @@ def _unique(values: Iterable[object]) -> tuple:
     return tuple(dict.fromkeys(values))
 
 
-def _refuse_ipv6_ranges(raw: Mapping[str, list[Item]], values: Mapping[str, object]) -> None:
+def _refuse_ipv6_ranges(raw: Mapping[str, Sequence[Item]], values: Mapping[str, object]) -> None:
     """In ipv4 mode (FSM's) an IPv6 range would be dropped silently: refuse the first one."""
     for name in CIDR_OPTIONS:
         if any(c.version == 6 for c in values.get(OPTIONS[name].field, ())):  # type: ignore[attr-defined]
@@ -304,7 +321,7 @@ def _refuse_ipv6_ranges(raw: Mapping[str, list[Item]], values: Mapping[str, obje
             raise ConfigError(item.source, item.text, "an IPv6 range: IPv6 is redirected only with --ip-family dual")
 
 
-def _pod_ips(raw: Mapping[str, list[Item]], values: dict[str, object], sources: dict[str, Any]) -> None:
+def _pod_ips(raw: Mapping[str, Sequence[Item]], values: dict[str, object], sources: dict[str, Any]) -> None:
     """podip mode's pod addresses: the IPv4 one always, the IPv6 one in dual mode."""
     dual = values.get("ip_family") == "dual"
     wanted = "IPv4 and IPv6 addresses" if dual else "IPv4 address"
@@ -330,7 +347,7 @@ def _pod_ips(raw: Mapping[str, list[Item]], values: dict[str, object], sources: 
         values["pod_ip6"], sources["pod_ip6"] = found[6][0], found[6][1].source
 
 
-def build_config(raw: Mapping[str, list[Item]]) -> Config:
+def build_config(raw: Mapping[str, Sequence[Item]]) -> Config:
     """Validate raw items per option name (see OPTIONS) into a Config.
 
     A list option takes every item given; a scalar option takes the last one. Options that
@@ -345,7 +362,7 @@ def build_config(raw: Mapping[str, list[Item]]) -> Config:
         if name == "pod-ip":
             continue  # only read in podip mode, below: POD_IP may be anything in a localhost-mode pod
         if option.is_list:
-            values[option.field] = _unique(option.parse(item) for item in items)
+            values[option.field] = _unique(option.parse_list(items) if option.parse_list else map(option.parse, items))
         elif items:
             values[option.field] = option.parse(items[-1])
         if items:

@@ -61,3 +61,41 @@ networks = st.builds(lambda value, length: cidr.parse(f"{ipaddress.IPv4Address(v
 def test_merge_equals_the_standard_librarys_collapse(blocks):
     expected = ipaddress.collapse_addresses(ipaddress.IPv4Network(str(b)) for b in blocks)
     assert [str(c) for c in cidr.merge(blocks)] == [str(n) for n in expected]
+
+
+texts = st.one_of(
+    st.builds(lambda value, length: f"{ipaddress.IPv4Address(value)}/{length}", st.integers(0, 2**32 - 1), st.integers(0, 32)),
+    st.sampled_from(["10.0.0.0/33", "01.0.0.0/8", "256.0.0.0/8", "10.0.0.0", "fd00::/8", "", "10.0.0.0/8\n10.0.0.0/8",
+                     "10.0.0.0/8 ", "١٠.0.0.0/8"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(texts, max_size=30))
+def test_parse_many_is_parse_of_each_or_none_when_one_is_not_a_plain_ipv4_cidr(values):
+    try:
+        expected = [cidr.parse(text) for text in values]
+        all_ipv4 = all(c.version == 4 for c in expected)
+    except ValueError:
+        expected, all_ipv4 = None, False
+    got = cidr.parse_many(values)
+    assert got == (expected if all_ipv4 and values else None)
+    assert got is None or all(type(c) is Cidr for c in got)
+
+
+def test_parse_many_judges_each_line_not_the_joined_text():
+    # joined with newlines, ["10.0.0.0/8\n10.1.0.0/16"] reads as two valid lines: still refused
+    assert cidr.parse_many(["10.0.0.0/8\n10.1.0.0/16"]) is None
+    assert cidr.parse_many(["10.0.0.0/8", "10.1.0.0/16\n"]) is None
+
+
+# Ranges in a 16-address block: every overlap, adjacency and gap of one address occurs.
+small = st.builds(lambda value, length: Cidr(value & ~(0xFFFFFFFF >> length) & 0xFFFFFFFF, length),
+                  st.integers(0x0A000000, 0x0A00000F), st.integers(28, 32))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(small, max_size=8))
+def test_merge_of_touching_and_barely_apart_ranges_equals_collapse(blocks):
+    expected = ipaddress.collapse_addresses(ipaddress.IPv4Network(str(b)) for b in blocks)
+    assert [str(c) for c in cidr.merge(blocks)] == [str(n) for n in expected]
