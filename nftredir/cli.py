@@ -12,6 +12,7 @@ import inspect
 import os
 import sys
 from enum import Enum
+from collections.abc import Sequence
 from typing import Annotated, Any, Callable, Optional
 
 import typer
@@ -190,7 +191,7 @@ def render(
 @with_config(raw=True)
 def show_config(
     config: Config,
-    raw: dict[str, list[Item]],
+    raw: dict[str, Sequence[Item]],
     format: Annotated[ConfigFormat, typer.Option("--format", "-f", help="yaml or json.")] = ConfigFormat.yaml,
 ) -> None:
     """Print the effective configuration and where each value came from (flag, variable,

@@ -232,6 +232,39 @@ def test_meshconfig_bad_values_are_refused_naming_the_item(tmp_path, field, valu
     assert error.source == f"{path}:3: spec.traffic.{field}[0]" and reason in error.reason
 
 
+@pytest.mark.parametrize("bad, reason", [("10.0.0.0/33", "prefix length 33"), ("fd00::/129", "over 128"),
+                                          ("10.0.0.1", "expected a.b.c.d/len")])
+def test_a_bad_cidr_deep_in_a_long_list_is_named_by_its_position(tmp_path, bad, reason):
+    cidrs = [f"10.{i >> 8}.{i & 255}.0/24" for i in range(2_000)]
+    cidrs[1234] = bad
+    path = write(tmp_path, "mesh.json", json.dumps({"spec": {"traffic": {"outboundIPRangeExclusionList": cidrs}}}))
+    error = error_of(build_config, read_mesh_config(path))
+    assert error.source == f"{path}: spec.traffic.outboundIPRangeExclusionList[1234]", error.source
+    assert error.value == bad and reason in error.reason
+
+
+def test_a_meshconfig_list_reads_as_its_items_by_index_slice_and_iteration(tmp_path):
+    path = write(tmp_path, "mesh.yaml", "spec:\n  traffic:\n    outboundIPRangeExclusionList:\n    - 10.0.0.0/8\n    - 10.1.0.0/16\n    - 10.2.0.0/16\n")
+    items = read_mesh_config(path)["outbound-ip-range-exclusion-list"]
+    eager = list(items)
+    assert [item.text for item in eager] == ["10.0.0.0/8", "10.1.0.0/16", "10.2.0.0/16"]
+    assert [str(item.source) for item in eager] == [f"{path}:{4 + i}: spec.traffic.outboundIPRangeExclusionList[{i}]" for i in range(3)]
+    assert (items[0], items[-1], items[1:], len(items)) == (eager[0], eager[2], eager[1:], 3)
+    with pytest.raises(IndexError):
+        items[3]
+
+
+def test_fsm_merge_of_a_meshconfig_list_with_an_annotation_keeps_each_source(tmp_path):
+    mesh = write(tmp_path, "mesh.yaml", "spec:\n  traffic:\n    outboundIPRangeExclusionList: [10.0.0.0/8, 10.1.0.0/16, 10.0.0.0/8]\n")
+    pod = {"outbound-ip-range-exclusion-list": [Item("10.1.0.0/16", "annotation"), Item("10.9.0.0/16", "annotation")]}
+    merged = merge_fsm(read_mesh_config(mesh), pod)["outbound-ip-range-exclusion-list"]
+    assert [(item.text, str(item.source).split(": ")[-1]) for item in merged] == [
+        ("10.1.0.0/16", "annotation"), ("10.9.0.0/16", "annotation"),
+        ("10.0.0.0/8", "spec.traffic.outboundIPRangeExclusionList[0]")]
+    alone = merge_fsm(read_mesh_config(mesh), {})["outbound-ip-range-exclusion-list"]
+    assert [item.text for item in alone] == ["10.0.0.0/8", "10.1.0.0/16"]  # the repeat dropped, first kept
+
+
 def test_meshconfig_billion_laughs_costs_nothing(tmp_path):
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [*a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}]" for i in range(1, 10)]

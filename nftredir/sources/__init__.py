@@ -17,13 +17,13 @@ validates the result; nothing here judges a value.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from nftredir.config import GLOBAL_FIRST, OPTIONS, POD_FIRST, Item
+from nftredir.config import GLOBAL_FIRST, OPTIONS, POD_FIRST, Item, item_texts
 from nftredir.sources.environment import FILE_VARIABLES, environment_layer
 
-Layer = dict[str, list[Item]]
+Layer = dict[str, Sequence[Item]]
 
 
 
@@ -35,10 +35,14 @@ class Files(NamedTuple):
     pod_annotations: str | None = None
 
 
-def _dedupe(items: list[Item]) -> list[Item]:
-    """Drop repeated values, keeping the first (FSM's merge uses a set the same way)."""
+def _dedupe(first: Sequence[Item], then: Sequence[Item]) -> Sequence[Item]:
+    """`first` then `then`, repeated values dropped, keeping the first (FSM's merge uses a set
+    the same way). A list given on one side only, without repeats, is returned as it is."""
+    alone = then if not first else first if not then else None
+    if alone is not None and len(set(item_texts(alone))) == len(alone):
+        return alone
     seen: set[str] = set()
-    return [item for item in items if not (item.text in seen or seen.add(item.text))]
+    return [item for item in (*first, *then) if not (item.text in seen or seen.add(item.text))]
 
 
 def merge_fsm(mesh: Layer, pod: Layer) -> Layer:
@@ -47,9 +51,9 @@ def merge_fsm(mesh: Layer, pod: Layer) -> Layer:
     for option in {**mesh, **pod}:
         order = OPTIONS[option].merge
         if order == POD_FIRST:
-            merged[option] = _dedupe([*pod.get(option, []), *mesh.get(option, [])])
+            merged[option] = _dedupe(pod.get(option, []), mesh.get(option, []))
         elif order == GLOBAL_FIRST:
-            merged[option] = _dedupe([*mesh.get(option, []), *pod.get(option, [])])
+            merged[option] = _dedupe(mesh.get(option, []), pod.get(option, []))
         else:  # MeshConfig-only settings: interfaces, localProxyMode
             merged[option] = mesh.get(option, []) if option in mesh else pod[option]
     return merged

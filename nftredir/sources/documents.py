@@ -13,6 +13,7 @@ import json
 import os
 import stat
 from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -313,12 +314,32 @@ def expect_resource(doc: Document, resource: str, reason: str) -> dict[str, Any]
     return root
 
 
-def list_items(doc: Document, path: FieldPath, values: list[Any], expected: type) -> list[Item]:
+class ListItems(Sequence[Item]):
+    """A document list's elements as Items, each made only when asked for: a MeshConfig list can
+    hold 50,000, and only a value that fails validation needs its position (`texts` serves the
+    bulk path, nftredir.config.item_texts)."""
+
+    def __init__(self, doc: Document, path: FieldPath, texts: list[str]):
+        self.doc, self.path, self.texts = doc, path, texts
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, index):  # an int (a slice gives a list of Items)
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = range(len(self))[index]  # a negative index counts from the end; too large raises
+        return Item(self.texts[index], FieldSource(self.doc, (*self.path, index)))
+
+    def __iter__(self) -> Iterator[Item]:
+        return (Item(text, FieldSource(self.doc, (*self.path, index))) for index, text in enumerate(self.texts))
+
+
+def list_items(doc: Document, path: FieldPath, values: list[Any], expected: type) -> Sequence[Item]:
     """A list's elements as Items, each checked to be of the `expected` type: in one pass when
     all are (a MeshConfig list can hold 50,000), else refused at the first that is not."""
     if all(type(value) is expected for value in values):  # bool is not int here either
-        text = str if expected is not str else None
-        return [Item(text(value) if text else value, FieldSource(doc, (*path, index))) for index, value in enumerate(values)]
+        return ListItems(doc, path, values if expected is str else [str(value) for value in values])
     return [scalar_item(doc, (*path, index), value, expected) for index, value in enumerate(values)]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nftredir.cidr import Cidr
@@ -18,7 +18,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def effective(config: Config, raw: Mapping[str, list[Item]]) -> dict[str, Any]:
+def effective(config: Config, raw: Mapping[str, Sequence[Item]]) -> dict[str, Any]:
     """{option: {"value", "source"}} for a scalar; {option: [{"value", "source"}, ...]} for a list.
 
     A list value's source is the first item that gave it (later duplicates are dropped, as in
