@@ -17,8 +17,7 @@ import json
 import os
 import re
 import sys
-from socket import inet_ntoa
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -64,20 +63,26 @@ def _nft_symbol(value: object) -> str:
     return text
 
 
-def _json_elements(values: Iterable[int | Cidr]) -> str:
-    """A set's elements as one JSON list, written directly: sets can hold tens of thousands, and
-    every part is an int or an address written from ints, which need no escaping."""
-    parts = []
-    for value in values:
-        if not isinstance(value, Cidr):
-            parts.append(str(int(value)))
-            continue
-        address = inet_ntoa(value.network.to_bytes(4, "big")) if value.version == 4 else value.address
-        if value.prefixlen == (32 if value.version == 4 else 128):
-            parts.append(f'"{address}"')
-        else:
-            parts.append(f'{{"prefix": {{"addr": "{address}", "len": {value.prefixlen}}}}}')
+def _json_elements(values: Sequence[int | Cidr]) -> str:
+    """A set's elements (all of one kind: ports, IPv4 or IPv6 ranges) as one JSON list, written
+    directly: sets can hold tens of thousands, and every part is an int or an address written
+    from ints, which need no escaping."""
+    if not values or not isinstance(values[0], Cidr):
+        parts = [str(int(value)) for value in values]
+    elif values[0].version == 4:  # the bulk case: octets by shifts, the fastest way from an int
+        parts = [
+            _JSON_IPV4 % (n >> 24, n >> 16 & 255, n >> 8 & 255, n & 255) if length == 32
+            else _JSON_IPV4_PREFIX % (n >> 24, n >> 16 & 255, n >> 8 & 255, n & 255, length)
+            for n, length, _ in values
+        ]
+    else:
+        parts = [f'"{value.address}"' if value.is_host else _JSON_PREFIX % (value.address, value.prefixlen) for value in values]
     return f"[{', '.join(parts)}]"
+
+
+_JSON_IPV4 = '"%d.%d.%d.%d"'
+_JSON_IPV4_PREFIX = '{"prefix": {"addr": "%d.%d.%d.%d", "len": %d}}'
+_JSON_PREFIX = '{"prefix": {"addr": "%s", "len": %d}}'
 
 
 def _nft_elements(values: Iterable[int | Cidr], per_line: int = 8) -> str:
