@@ -414,7 +414,7 @@ def legacy_findings(tables: Iterable[Any]) -> Finding:
 
 def doctor(config: Config, batch: dict[str, Any]) -> list[Finding]:
     """Every check, in order; the kernel is only asked (dry runs and listings), never changed."""
-    from nftredir import legacy, tablestamp
+    from nftredir import legacy, netlink_table
     from nftredir.errors import SystemRefused
     from nftredir.kernel import Kernel
 
@@ -455,7 +455,7 @@ def doctor(config: Config, batch: dict[str, Any]) -> list[Finding]:
         for table in _objects(listing, "table"):
             key = f"{table['family']} {table['name']}"
             try:
-                stamps[key] = tablestamp.table_stamp(table["family"], table["name"])
+                stamps[key] = netlink_table.table_stamp(table["family"], table["name"])
             except OSError as exc:
                 stamps[key] = f"could not read its userdata ({exc.strerror})"
         findings.append(table_writers(stamps, library))

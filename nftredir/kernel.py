@@ -186,12 +186,13 @@ class Kernel:
         """The live `inet <table>` as libnftables JSON, or None when there is no such table.
 
         The table object carries "flags" (a sorted list), "comment" and "program" (the process
-        holding a `flags owner` table) as read from the text listing (see `table_header`).
+        holding a `flags owner` table). libnftables 1.0.6 gets the first two wrong in JSON (see
+        table_header), so they are read from the kernel over netlink; the program, only for a
+        table with `flags owner`, from the text listing, which names it as nft does.
         """
-        text = self.table_text(table)
-        if text is None:
+        header = self._header(table)
+        if header is None:
             return None
-        header = table_header(text)
         what = f"table inet {table}"
         if header["flags"]:
             # The JSON of the table object itself is broken by its flags (see table_header):
@@ -212,6 +213,21 @@ class Kernel:
             if "table" in item:
                 item["table"].update(header)
         return listing
+
+    def _header(self, table: str) -> dict[str, Any] | None:
+        """The table's flags, comment and owning program; None when there is no such table."""
+        from nftredir import netlink_table
+
+        try:
+            attributes = netlink_table.read_table("inet", table)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SystemRefused(f"could not read table inet {table} over netlink: {exc.strerror or exc}") from None
+        if attributes.flags & netlink_table.OWNER:
+            text = self.table_text(table)
+            return None if text is None else table_header(text)
+        return {"flags": attributes.flag_names, "comment": attributes.comment, "program": None}
 
     def list_ruleset(self) -> dict[str, Any]:
         """Every table of the namespace, every family, with its chains, rules and named

@@ -243,7 +243,7 @@ def test_a_table_written_by_a_newer_nft_is_a_warning(ns):
     assert writer["status"] == "warning"
     assert writer["details"] == ["table inet future: written by nft 9.9.1"]
     # The stamp is read back from the kernel, the same bytes nft 1.1.5+ writes.
-    stamp = ns.run([sys.executable, "-c", "from nftredir.tablestamp import table_stamp; "
+    stamp = ns.run([sys.executable, "-c", "from nftredir.netlink_table import table_stamp; "
                    "print(repr(table_stamp('inet', 'future')))"], cwd=REPO)
     assert stamp.stdout.strip() == "Stamp(version=(9, 9, 1, 0), built=1760000000)"
 

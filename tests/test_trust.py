@@ -148,6 +148,36 @@ def test_a_table_comment_differs(netns, tmp_path):
     assert "edited by hand" not in netns.list_table()
 
 
+_HEADERS = (
+    "import json, sys; from nftredir.kernel import Kernel, table_header; k = Kernel(write=False); "
+    "print(json.dumps([[next(i['table'] for i in k.list_table(t)['nftables'] if 'table' in i), "
+    "table_header(k.table_text(t))] for t in sys.argv[1:]]))"
+)
+
+
+def test_the_table_header_read_over_netlink_is_what_the_text_listing_says(netns):
+    """list_table reads flags and comment from the kernel, not from nft's text: they must agree."""
+    netns.nft("-f", "-", input='table inet plain {}\ntable inet noted { comment "a comment; with \'quotes\' and é"; }\n'
+              "table inet asleep { flags dormant; }\n"
+              'table inet both { flags dormant; comment "zzz"; }\n')
+    holder = subprocess.Popen(
+        ["ip", "netns", "exec", netns.name, sys.executable, "-c", "import nftables, sys; n = nftables.Nftables(); "
+         "print(n.cmd('add table inet held { flags owner; comment \"mine\"; }')[0], flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "0"
+        tables = ["plain", "noted", "asleep", "both", "held"]
+        pairs = json.loads(netns.run([sys.executable, "-c", _HEADERS, *tables], cwd=REPO).stdout)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    for table, (listed, text) in zip(tables, pairs):
+        assert {key: listed[key] for key in ("flags", "comment", "program")} == text, table
+    assert [text["flags"] for _, text in pairs] == [[], [], ["dormant"], ["dormant"], ["owner"]]
+    assert pairs[1][1]["comment"] == "a comment; with 'quotes' and é" and pairs[4][1]["program"].startswith("python")
+
+
 # --- 3. status sees the other nat chains -------------------------------------------------------
 
 

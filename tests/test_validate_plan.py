@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 
-from nftredir import doctor, legacy, tablestamp
+from nftredir import doctor, legacy, netlink_table
 from nftredir.cidr import Cidr, parse
 from nftredir.netinfo import Route, parse_local_addresses, parse_routes
 from nftredir.probes import Landing, Outcome
@@ -114,10 +114,10 @@ def test_judge_says_what_was_expected_and_what_came():
 
 def test_table_userdata_stamp_is_decoded():
     userdata = b"\x00\x06hello\x00" + bytes([1, 4, 1, 1, 5, 0]) + bytes([2, 8]) + (1_700_000_000).to_bytes(8, "big")
-    stamp = tablestamp.parse_userdata(userdata)
-    assert stamp == tablestamp.Stamp((1, 1, 5, 0), 1_700_000_000) and str(stamp) == "1.1.5"
-    assert tablestamp.parse_userdata(b"\x00\x06hello\x00") is None
-    assert tablestamp.parse_userdata(b"") is None
+    stamp = netlink_table.parse_userdata(userdata)
+    assert stamp == netlink_table.Stamp((1, 1, 5, 0), 1_700_000_000) and str(stamp) == "1.1.5"
+    assert netlink_table.parse_userdata(b"\x00\x06hello\x00") is None
+    assert netlink_table.parse_userdata(b"") is None
 
 
 def test_legacy_entries_beyond_an_empty_table():
@@ -194,9 +194,9 @@ def test_nftredir_like_needs_nftredirs_chains_in_an_inet_table_of_another_name()
 
 
 def test_table_writers_warns_only_for_newer_ones():
-    stamps = {"inet nftredir": None, "ip kube": tablestamp.Stamp((1, 0, 6, 0), None)}
+    stamps = {"inet nftredir": None, "ip kube": netlink_table.Stamp((1, 0, 6, 0), None)}
     assert doctor.table_writers(stamps, "1.0.6").status == "ok"
-    stamps["inet new"] = tablestamp.Stamp((1, 1, 5, 0), None)
+    stamps["inet new"] = netlink_table.Stamp((1, 1, 5, 0), None)
     newer = doctor.table_writers(stamps, "1.0.6")
     assert newer.status == "warning" and newer.details == ["table inet new: written by nft 1.1.5"]
 
