@@ -172,6 +172,28 @@ def _interval_text(datatype: str, low: int, high: int) -> str:
     return f"{first}-{last}"
 
 
+def _ipv4_interval_texts(intervals: list[list[int]]) -> tuple[str, ...]:
+    """_interval_text of IPv4 intervals in one loop, octets by shifts: a set can hold 50,000."""
+    texts = []
+    append = texts.append
+    for low, high in intervals:
+        size = high - low + 1
+        if size & (size - 1) == 0 and low & (size - 1) == 0:  # one aligned block: a prefix
+            length = 33 - size.bit_length()
+            if length == 32:
+                append(_DOTTED % (low >> 24, low >> 16 & 255, low >> 8 & 255, low & 255))
+            else:
+                append(_DOTTED_PREFIX % (low >> 24, low >> 16 & 255, low >> 8 & 255, low & 255, length))
+        else:
+            append(f"{_DOTTED % (low >> 24, low >> 16 & 255, low >> 8 & 255, low & 255)}-"
+                   f"{_DOTTED % (high >> 24, high >> 16 & 255, high >> 8 & 255, high & 255)}")
+    return tuple(texts)
+
+
+_DOTTED = "%d.%d.%d.%d"
+_DOTTED_PREFIX = "%d.%d.%d.%d/%d"
+
+
 def canonical_elements(datatype: str, flags: Iterable[str], elements: Iterable[Any]) -> tuple[str, ...]:
     """A set's elements as sorted canonical text; interval sets with adjacent intervals merged."""
     values = [_unwrap_elem(e) for e in elements]
@@ -180,7 +202,10 @@ def canonical_elements(datatype: str, flags: Iterable[str], elements: Iterable[A
         bounds = fast if fast is not None else [_bounds(datatype, v) for v in values]
         if all(b is not None for b in bounds):
             if "interval" in flags:
-                return tuple(_interval_text(datatype, low, high) for low, high in cidr.merge_intervals(bounds))  # type: ignore[arg-type]
+                merged = cidr.merge_intervals(bounds)  # type: ignore[arg-type]
+                if datatype == "ipv4_addr":
+                    return _ipv4_interval_texts(merged)
+                return tuple(_interval_text(datatype, low, high) for low, high in merged)
             return tuple(value_text(v) for _, v in sorted(zip(bounds, values), key=lambda pair: pair[0]))
     return tuple(sorted({value_text(v) for v in values}))
 
