@@ -109,11 +109,12 @@ def plot(samples: dict[tuple[str, str, str], list[float]], sizes: Sequence[int],
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, (metric, unit) in zip(axes, (("apply", "ms"), ("peak RSS", "MB"))):
-        for kind in ("nftredir", "iptables-restore", "floor", "diff"):
+        for kind in ("nftredir", "iptables-restore", "floor", "stack floor", "diff", "nft list"):
             points = [(n, median(samples[(metric, str(n), kind)])) for n in sizes if samples.get((metric, str(n), kind))]
             if points:
                 axis.plot([max(n, 1) for n, _ in points], [v for _, v in points], marker="o", label=kind)
         axis.set_xscale("log")
+        axis.set_yscale("log")  # from a few ms to seconds: on a linear axis the small N are one line
         axis.set_xlabel("excluded CIDRs (N; 0 drawn at 1)")
         axis.set_ylabel(f"{metric} ({unit})")
         axis.grid(True, which="both", alpha=0.3)

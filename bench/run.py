@@ -31,7 +31,8 @@ SIZES = (0, 100, 1_000, 10_000, 50_000, 200_000)
 CONNRATE_MAX = 50_000
 QUICK_SIZES = (0, 10_000)
 TARGET_SIZES = (10_000, 50_000)
-IPV6_SIZES = (0, 1, 10_000)  # dual stack: a 10,000-range IPv6 list against none (issue 13)
+IPV6_SIZES = (0, 1, 10_000)
+STACK = ("typer", "jinja2")  # the project's stack: what "stack floor" imports before the floor's work  # dual stack: a 10,000-range IPv6 list against none (issue 13)
 UNITS = {"apply": "ms", "peak RSS": "MB", "conn/s redirected": "conn/s", "conn/s excluded": "conn/s"}
 
 Samples = dict[tuple[str, str, str], list[float]]
@@ -104,14 +105,23 @@ def _inputs(workdir: Path, nftredir: Path, sizes: set[int]) -> dict[str, Path]:
 
 def _apply(args, spawn: Path, nftredir: Path, ipt: Path, files: dict[str, Path], samples: Samples) -> None:
     log = args.workdir / "command.log"
+    # The floor with the stack's imports, run by the venv's interpreter, where typer and jinja2 are.
+    python = nftredir.parent / "python"
 
     def record(nlabel: str, result: dict[str, list[apply_phase.Sample]]) -> None:
         for kind, runs in result.items():
             samples[("apply", nlabel, kind)] = [s.wall_s * 1000 for s in runs]
             samples[("peak RSS", nlabel, kind)] = [s.maxrss_kb / 1024 for s in runs]
 
+    def floors(batch: Path, n: int) -> dict[str, apply_phase.Command]:
+        check = apply_phase.check_nftredir(n)
+        return {
+            "floor": apply_phase.Command(["/usr/bin/python3", str(HERE / "floor.py"), str(batch)], check=check),
+            "stack floor": apply_phase.Command([str(python), str(HERE / "floor.py"), str(batch), *STACK], check=check),
+        }
+
     for i, n in enumerate(args.sizes):
-        _log(f"apply: N={n}, {args.reps} reps each, nftredir, iptables-restore, the Python floor and nftredir diff interleaved")
+        _log(f"apply: N={n}, {args.reps} reps each: nftredir apply and diff, iptables-restore, nft's listing and the floors interleaved")
         mesh = files[f"mesh-{n}"]
         diff = [str(nftredir), "diff", "--mesh-config", str(mesh)]
         # One element gone from the set (or, with no set, one rule added): `diff` must find it.
@@ -122,15 +132,18 @@ def _apply(args, spawn: Path, nftredir: Path, ipt: Path, files: dict[str, Path],
                                             check=apply_phase.check_nftredir(n)),
             "diff": apply_phase.Command(diff, prepare=apply_phase.applied(nftredir, mesh)),
             "diff, one changed": apply_phase.Command(diff, prepare=apply_phase.applied(nftredir, mesh, change), exit_code=1),
+            # What any reader of the table pays first: libnftables listing it, in nft's own binary.
+            "nft list": apply_phase.Command([shutil.which("nft") or "nft", "-j", "list", "table", "inet", "nftredir"],
+                                            prepare=apply_phase.applied(nftredir, mesh)),
             "iptables-restore": apply_phase.Command([str(ipt), "--noflush"], files[f"fsm-{n}"], apply_phase.check_iptables(n)),
-            "floor": apply_phase.Command(["/usr/bin/python3", str(HERE / "floor.py"), str(files[f"batch-{n}"])],
-                                         check=apply_phase.check_nftredir(n)),
+            **floors(files[f"batch-{n}"], n),
         }, args.reps, log, n, warmup=i == 0))
-    _log(f"apply: default configuration, {args.reps} reps each, nftredir and the Python floor interleaved")
+    _log(f"apply: default configuration, {args.reps} reps each: nftredir apply and render and the floors interleaved")
     record("default", apply_phase.measure(spawn, {
         "nftredir": apply_phase.Command([str(nftredir), "apply"], check=apply_phase.check_nftredir(0)),
-        "floor": apply_phase.Command(["/usr/bin/python3", str(HERE / "floor.py"), str(files["batch"])],
-                                     check=apply_phase.check_nftredir(0)),
+        "render": apply_phase.Command([str(nftredir), "render", "--format", "json"]),
+        "import only": apply_phase.Command([str(python), "-c", f"import {', '.join(STACK)}"]),
+        **floors(files["batch"], 0),
     }, args.reps, log, 0, warmup=True))
 
 
@@ -168,18 +181,35 @@ def _rows(args, levels: list[int], samples: Samples) -> list[report.Row]:
         for n in args.sizes:
             rows.append(report.Row("apply, ms: vs Python floor (same batch)", f"{n:,}", med("apply", n, "nftredir"),
                                    med("apply", n, "floor"), "ms"))
-        for n in [n for n in args.sizes if n in TARGET_SIZES]:
-            rows.append(report.Row("apply, ms: Python floor (in nftredir's column) vs iptables-restore", f"{n:,}",
-                                   med("apply", n, "floor"), med("apply", n, "iptables-restore"), "ms"))
+        for n in args.sizes:
+            rows.append(report.Row("apply, ms: vs stack floor (the floor after importing typer and jinja2)", f"{n:,}",
+                                   med("apply", n, "nftredir"), med("apply", n, "stack floor"), "ms"))
+        for kind, label in (("floor", "Python floor"), ("stack floor", "stack floor")):
+            for n in [n for n in args.sizes if n in TARGET_SIZES]:
+                rows.append(report.Row(f"apply, ms: {label} (in nftredir's column) vs iptables-restore", f"{n:,}",
+                                       med("apply", n, kind), med("apply", n, "iptables-restore"), "ms"))
         for kind, label in (("diff", "diff of an identical table"), ("diff, one changed", "diff with one element changed")):
             for n in args.sizes:
                 rows.append(report.Row(f"{label}, ms: vs apply", f"{n:,}", med("apply", n, kind),
                                        med("apply", n, "nftredir"), "ms", "<= 1.0" if n == 50_000 else ""))
+        for n in args.sizes:
+            rows.append(report.Row("nft -j list table (libnftables' listing alone, in nftredir's column), ms: vs apply",
+                                   f"{n:,}", med("apply", n, "nft list"), med("apply", n, "nftredir"), "ms"))
         rows.append(report.Row("apply default config, ms: vs Python floor", "0", med("apply", "default", "nftredir"),
                                med("apply", "default", "floor"), "ms", "<= 2.5"))
+        rows.append(report.Row("render default config (json, no kernel), ms: vs Python floor", "0",
+                               med("apply", "default", "render"), med("apply", "default", "floor"), "ms", "<= 2.0"))
+        for kind, label in (("stack floor", "stack floor"), ("import only", "`import typer, jinja2` alone")):
+            rows.append(report.Row(f"{label} (in nftredir's column), ms: vs Python floor", "0",
+                                   med("apply", "default", kind), med("apply", "default", "floor"), "ms"))
+        rows.append(report.Row("apply default config, ms: vs stack floor", "0", med("apply", "default", "nftredir"),
+                               med("apply", "default", "stack floor"), "ms"))
         for n in args.sizes:
             rows.append(report.Row("peak RSS of apply, MB: vs iptables-restore", f"{n:,}", med("peak RSS", n, "nftredir"),
                                    med("peak RSS", n, "iptables-restore"), "MB", "<= 1.2" if n == 50_000 else ""))
+        for kind, label in (("floor", "Python floor"), ("stack floor", "stack floor")):
+            rows.append(report.Row(f"peak RSS, MB: {label} (in nftredir's column) vs iptables-restore", "50,000",
+                                   med("peak RSS", 50_000, kind), med("peak RSS", 50_000, "iptables-restore"), "MB"))
         rows.append(report.Row("peak RSS of apply default config, MB: vs Python floor", "0",
                                med("peak RSS", "default", "nftredir"), med("peak RSS", "default", "floor"), "MB"))
     for dest in connrate.DESTINATIONS:
@@ -265,8 +295,15 @@ baseline, as the metric says.
   --format json` for the same configuration (exactly what apply sends): import `nftables`,
   `json_cmd`, exit. Measured at every N too, beside the two others, so the table shows how
   much of nftredir's time is libnftables and the kernel, and how much is nftredir's Python.
-- **default config vs floor**: `nftredir apply` with no options against the floor's batch
-  for no options.
+- **stack floor**: the same floor run by the venv's interpreter after `import typer, jinja2`
+  (`floor.py BATCH typer jinja2`): what any tool built on nftredir's stack pays before its
+  own work. "`import typer, jinja2` alone" is that interpreter doing only the imports.
+- **default config vs floor**: `nftredir apply` with no options, and `nftredir render --format
+  json` (no kernel), against the floor's batch for no options.
+- **diff and nft's listing**: `nftredir diff` of a table `nftredir apply` made in that run's
+  namespace (untimed), identical or with one element deleted by nft; beside it `nft -j list
+  table inet nftredir` of the same table: libnftables' listing alone, which every reader of
+  the table pays before it compares anything.
 - **conn/s**: one pod with no rules, and one with FSM's rules and one with nftredir's for each
   N, all loaded before the first measurement, share one world namespace, so every run of
   every ruleset and N is interleaved with all the others (order reversed every rep). A C
