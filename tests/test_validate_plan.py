@@ -120,6 +120,15 @@ def test_table_userdata_stamp_is_decoded():
     assert netlink_table.parse_userdata(b"") is None
 
 
+def test_table_flags_and_comment_are_decoded_as_nft_prints_them():
+    table = netlink_table.Table(1 | 2 | 8, b"\x00\x06hello\x00" + bytes([1, 4, 1, 1, 5, 0]))
+    assert table.flag_names == ["0x8", "dormant", "owner"] and table.comment == "hello"
+    assert table.stamp == netlink_table.Stamp((1, 1, 5, 0), None)
+    assert netlink_table.Table(0, b"").flag_names == [] and netlink_table.Table(0, b"").comment is None
+    persistent = netlink_table.Table(4, b"\x00\x03\xc3\xa9\x00")  # "é" in UTF-8, NUL-terminated
+    assert (persistent.flag_names, persistent.comment) == (["persist"], "é")
+
+
 def test_legacy_entries_beyond_an_empty_table():
     def info(valid_hooks: int, entries: int) -> bytes:
         return struct.pack("=32sI5I5III", b"nat", valid_hooks, *[0] * 10, entries, 0)
