@@ -210,14 +210,19 @@ def _sidecar_values(config: Config) -> dict[str, Any]:
     }
 
 
+def _family_ranges(cidrs: Sequence[Cidr], version: int, dual: bool) -> list[Cidr]:
+    """One IP version's ranges, merged for its interval set. In ipv4 mode every range is IPv4
+    (nftredir.config refuses the rest) and there is no IPv6 set."""
+    if not dual:
+        return cidr.merge(cidrs) if version == 4 else []
+    return cidr.merge(cidr.by_version(cidrs, version))
+
+
 def template_context(config: Config) -> dict[str, Any]:
     """The values the templates see: validated, normalised, and in FSM's rule order."""
     dual = config.ip_family == "dual"
-    exclusions, exclusions6, inclusions, inclusions6 = (
-        cidr.merge(cidrs if version == 4 and not dual else cidr.by_version(cidrs, version)) if version == 4 or dual else []
-        for cidrs in (config.outbound_ip_range_exclusions, config.outbound_ip_range_inclusions)
-        for version in (4, 6)
-    )  # in ipv4 mode every range is IPv4 (nftredir.config refuses the rest)
+    exclusions, exclusions6 = (_family_ranges(config.outbound_ip_range_exclusions, v, dual) for v in (4, 6))
+    inclusions, inclusions6 = (_family_ranges(config.outbound_ip_range_inclusions, v, dual) for v in (4, 6))
     outbound_ports = tuple(sorted(config.outbound_port_exclusions))
     inbound_ports = tuple(sorted(config.inbound_port_exclusions))
     sets = [
