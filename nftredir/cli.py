@@ -164,6 +164,8 @@ def _table_source(config: Config) -> str:
 
 def _refuse_unless_ours(kernel: Any, table: str, source: str, action: str) -> None:
     """Before a replace or delete: the live table of that name, if any, must be nftredir's."""
+    if kernel.is_marked(table):
+        return  # the usual re-apply: nftredir's mark is there, no listing needed
     text = kernel.table_text(table)
     if text is None:
         return  # nothing there: nothing to replace or delete

@@ -214,6 +214,19 @@ class Kernel:
                 item["table"].update(header)
         return listing
 
+    def is_marked(self, table: str) -> bool:
+        """Whether `inet <table>` exists, carries nftredir's mark, and is held by no process
+        (`flags owner`): two netlink requests, where a listing would fetch every set element
+        first (0.7 s at 50,000 ranges). False says only "look closer" (ownership.check)."""
+        from nftredir import netlink_table
+        from nftredir.ownership import MARK
+
+        try:
+            held = netlink_table.read_table("inet", table).flags & netlink_table.OWNER
+            return not held and netlink_table.has_counter("inet", table, MARK)
+        except OSError:
+            return False  # no such table, or the kernel refused: the listing will say which
+
     def _header(self, table: str) -> dict[str, Any] | None:
         """The table's flags, comment and owning program; None when there is no such table."""
         from nftredir import netlink_table

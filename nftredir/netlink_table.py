@@ -24,6 +24,11 @@ NFT_MSG_GETTABLE = 1
 NFTA_TABLE_NAME = 1
 NFTA_TABLE_FLAGS = 2
 NFTA_TABLE_USERDATA = 6
+NFT_MSG_GETOBJ = 19
+NFTA_OBJ_TABLE = 1
+NFTA_OBJ_NAME = 2
+NFTA_OBJ_TYPE = 3
+NFT_OBJECT_COUNTER = 1
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_REQUEST = 1
@@ -103,24 +108,21 @@ def parse_userdata(userdata: bytes) -> Stamp | None:
     return Stamp(tuple(version), int.from_bytes(built, "big") if built and len(built) == 8 else None)  # type: ignore[arg-type]
 
 
-def _request(family: str, name: str) -> bytes:
-    attr_name = name.encode() + b"\0"
-    attr = struct.pack("=HH", 4 + len(attr_name), NFTA_TABLE_NAME) + attr_name
-    attr += b"\0" * (-len(attr) % 4)
-    body = struct.pack("=BBH", FAMILIES[family], 0, 0) + attr  # struct nfgenmsg
-    kind = NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE
-    return struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_ACK, 1, 0) + body
+def _attribute(kind: int, value: bytes) -> bytes:
+    attribute = struct.pack("=HH", 4 + len(value), kind) + value
+    return attribute + b"\0" * (-len(attribute) % 4)
 
 
-def read_table(family: str, name: str, timeout: float = 5.0) -> Table:
-    """Table `family name` of this namespace, as the kernel holds it.
-
-    Raises FileNotFoundError when there is no such table, PermissionError without CAP_NET_ADMIN.
-    """
+def _query(message: int, family: str, attributes: bytes, timeout: float) -> dict[int, bytes]:
+    """One NFT_MSG_GET* request for one object: the attributes of the object the kernel answers
+    with. Raises FileNotFoundError when there is no such object, PermissionError without
+    CAP_NET_ADMIN."""
+    body = struct.pack("=BBH", FAMILIES[family], 0, 0) + attributes  # struct nfgenmsg
+    header = struct.pack("=IHHII", 16 + len(body), NFNL_SUBSYS_NFTABLES << 8 | message, NLM_F_REQUEST | NLM_F_ACK, 1, 0)
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
         sock.settimeout(timeout)
-        sock.send(_request(family, name))
-        table = Table(0, b"")
+        sock.send(header + body)
+        found: dict[int, bytes] = {}
         while True:
             data = sock.recv(65536)
             offset = 0
@@ -130,19 +132,37 @@ def read_table(family: str, name: str, timeout: float = 5.0) -> Table:
                 if kind == NLMSG_ERROR:
                     (code,) = struct.unpack_from("=i", payload)
                     if code == 0:
-                        return table
+                        return found
                     if -code == errno.ENOENT:
-                        raise FileNotFoundError(errno.ENOENT, f"no table {family} {name}")
+                        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
                     raise OSError(-code, os.strerror(-code))
                 if kind == NLMSG_DONE:
-                    return table
+                    return found
                 if kind >> 8 == NFNL_SUBSYS_NFTABLES:
                     found = _attributes(payload[4:])
-                    flags = found.get(NFTA_TABLE_FLAGS, b"\0\0\0\0")
-                    table = Table(int.from_bytes(flags[:4], "big"), found.get(NFTA_TABLE_USERDATA, b""))
                 if length < 16:
-                    return table
+                    return found
                 offset += (length + 3) & ~3
+
+
+def read_table(family: str, name: str, timeout: float = 5.0) -> Table:
+    """Table `family name` of this namespace, as the kernel holds it.
+
+    Raises FileNotFoundError when there is no such table, PermissionError without CAP_NET_ADMIN.
+    """
+    found = _query(NFT_MSG_GETTABLE, family, _attribute(NFTA_TABLE_NAME, name.encode() + b"\0"), timeout)
+    flags = found.get(NFTA_TABLE_FLAGS, b"\0\0\0\0")
+    return Table(int.from_bytes(flags[:4], "big"), found.get(NFTA_TABLE_USERDATA, b""))
+
+
+def has_counter(family: str, table: str, name: str, timeout: float = 5.0) -> bool:
+    """Whether table `family table` holds the named counter `name`. Raises as read_table."""
+    attributes = (_attribute(NFTA_OBJ_TABLE, table.encode() + b"\0") + _attribute(NFTA_OBJ_NAME, name.encode() + b"\0")
+                  + _attribute(NFTA_OBJ_TYPE, struct.pack(">I", NFT_OBJECT_COUNTER)))
+    try:
+        return bool(_query(NFT_MSG_GETOBJ, family, attributes, timeout))
+    except FileNotFoundError:
+        return False
 
 
 def table_stamp(family: str, name: str, timeout: float = 5.0) -> Stamp | None:

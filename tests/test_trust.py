@@ -95,10 +95,11 @@ def test_a_table_made_by_nftredir_before_the_mark_is_still_replaced_and_removed(
     assert netns.nft("list", "ruleset").stdout == ""
 
 
-def test_a_table_held_with_flags_owner_is_said_to_belong_to_another_process(netns):
+@pytest.mark.parametrize("content", ["", f"counter {MARK} {{ packets 0 bytes 0; }};"], ids=["bare", "with the mark"])
+def test_a_table_held_with_flags_owner_is_said_to_belong_to_another_process(netns, content):
     holder = subprocess.Popen(
         ["ip", "netns", "exec", netns.name, sys.executable, "-c", "import nftables, sys; n = nftables.Nftables(); "
-         "print(n.cmd('add table inet nftredir { flags owner; }')[0], flush=True); sys.stdin.read()"],
+         f"print(n.cmd('add table inet nftredir {{ flags owner; {content} }}')[0], flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
