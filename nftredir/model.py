@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from socket import inet_aton, inet_ntoa
@@ -131,27 +132,23 @@ def _bounds(datatype: str, value: Any) -> tuple[int, int] | None:
 
 
 def _ipv4_bounds(values: list[Any]) -> list[tuple[int, int]] | None:
-    """The elements of an IPv4 set as (low, high), in one loop for the common shapes (a plain
-    address, a prefix): a set can hold tens of thousands. None for any other shape."""
-    out: list[tuple[int, int]] = []
-    append = out.append
-    for value in values:
-        try:
-            if type(value) is str and value.count(".") == 3:
-                number = int.from_bytes(inet_aton(value), "big")
-                append((number, number))
-            elif type(value) is dict and type(value.get("prefix")) is dict and value["prefix"]["addr"].count(".") == 3:
-                length = value["prefix"]["len"]
-                if type(length) is not int or not 0 <= length <= 32:
-                    return None
-                host = 0xFFFFFFFF >> length
-                number = int.from_bytes(inet_aton(value["prefix"]["addr"]), "big")
-                append((number & ~host, number | host))
-            else:
-                return None
-        except (OSError, AttributeError, KeyError, TypeError):
+    """The elements of an IPv4 set as (low, high), for the common shapes (a plain address, a
+    prefix) in a few C-level passes over the whole list: a set can hold tens of thousands.
+    None for any other shape."""
+    try:
+        addresses = [value if type(value) is str else value["prefix"]["addr"] for value in values]
+        lengths = [32 if type(value) is str else value["prefix"]["len"] for value in values]
+        if not all(type(length) is int for length in lengths) or not all(0 <= length <= 32 for length in lengths):
             return None
-    return out
+        if not all(type(address) is str and address.count(".") == 3 for address in addresses):
+            return None  # inet_aton would also take shorthands such as "10.1"
+        numbers = struct.unpack(f">{len(addresses)}I", b"".join([inet_aton(address) for address in addresses]))
+    except (OSError, KeyError, TypeError):
+        return None
+    return [(number & _NETMASKS[length], number | (0xFFFFFFFF >> length)) for number, length in zip(numbers, lengths)]
+
+
+_NETMASKS = [~(0xFFFFFFFF >> length) & 0xFFFFFFFF for length in range(33)]
 
 
 def _interval_text(datatype: str, low: int, high: int) -> str:

@@ -424,6 +424,21 @@ ipv4_elements = st.lists(st.one_of(
 ), max_size=30)
 
 
+odd_elements = st.lists(st.one_of(
+    st.sampled_from(["10.1", "1.2.3.4.5", "256.0.0.1", "", "::1", {"prefix": {"addr": "10.1", "len": 8}},
+                     {"prefix": {"addr": "10.0.0.0", "len": 33}}, {"prefix": {"addr": "10.0.0.0", "len": True}},
+                     {"prefix": {"addr": 7, "len": 8}}, {"range": ["10.0.0.1", "10.0.0.9"]}, {"prefix": "x"}, 5, None]),
+    ipv4_elements.flatmap(lambda values: st.sampled_from(values) if values else st.just("10.0.0.1")),
+), min_size=1, max_size=10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(odd_elements)
+def test_the_bulk_ipv4_path_gives_up_on_any_other_shape_rather_than_misread_it(values):
+    bulk = model._ipv4_bounds(values)
+    assert bulk is None or bulk == [model._bounds("ipv4_addr", v) for v in values]
+
+
 @settings(max_examples=200, deadline=None)
 @given(ipv4_elements)
 def test_the_bulk_ipv4_path_reads_elements_as_the_general_one(values):
