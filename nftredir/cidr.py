@@ -30,7 +30,7 @@ _VALID_LINES_RE = re.compile(rf"(?:{_IPV4}/(?:{_LENGTH})\n)*{_IPV4}/(?:{_LENGTH}
 _V6_RE = re.compile(r"([0-9A-Fa-f:.]+)/(0|[1-9][0-9]{0,2})", re.ASCII)
 _ALL = 0xFFFFFFFF
 _ALL6 = (1 << 128) - 1
-_MASKS = [~(_ALL >> length) & _ALL for length in range(33)]  # IPv4 network masks by prefix length
+NETMASKS = [~(_ALL >> length) & _ALL for length in range(33)]  # IPv4 network masks by prefix length
 _BITS = {4: 32, 6: 128}
 _MAPPED = 0xFFFF << 32  # ::ffff:0:0/96, IPv4-mapped IPv6 addresses
 
@@ -84,7 +84,7 @@ def parse(text: str) -> Cidr:
     if valid is not None:
         address, length = valid.groups()
         prefixlen = int(length)
-        return Cidr(int.from_bytes(inet_aton(address), "big") & ~(_ALL >> prefixlen) & _ALL, prefixlen)
+        return Cidr(int.from_bytes(inet_aton(address), "big") & NETMASKS[prefixlen], prefixlen)
     if ":" in text:
         return parse_ipv6(text)
     match = _CIDR_RE.fullmatch(text)
@@ -113,7 +113,7 @@ def parse_many(texts: Sequence[str]) -> list[Cidr] | None:
     parts = [text.partition("/") for text in texts]
     addresses = struct.unpack(f">{len(parts)}I", b"".join([inet_aton(address) for address, _, _ in parts]))
     new = tuple.__new__  # Cidr's own __new__ is a Python function; this skips it
-    return [new(Cidr, (address & _MASKS[length], length, 4))
+    return [new(Cidr, (address & NETMASKS[length], length, 4))
             for address, length in zip(addresses, [int(length) for _, _, length in parts])]
 
 

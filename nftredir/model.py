@@ -145,10 +145,7 @@ def _ipv4_bounds(values: list[Any]) -> list[tuple[int, int]] | None:
         numbers = struct.unpack(f">{len(addresses)}I", b"".join([inet_aton(address) for address in addresses]))
     except (OSError, KeyError, TypeError):
         return None
-    return [(number & _NETMASKS[length], number | (0xFFFFFFFF >> length)) for number, length in zip(numbers, lengths)]
-
-
-_NETMASKS = [~(0xFFFFFFFF >> length) & 0xFFFFFFFF for length in range(33)]
+    return [(number & cidr.NETMASKS[length], number | (0xFFFFFFFF >> length)) for number, length in zip(numbers, lengths)]
 
 
 def _interval_text(datatype: str, low: int, high: int) -> str:
