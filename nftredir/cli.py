@@ -90,6 +90,7 @@ def _help(name: str) -> str:
     return f"{option.help}{listed} [{'; '.join(notes)}]"
 
 
+@functools.cache  # every command takes every option: build each once (a Parameter is immutable)
 def _config_parameter(name: str) -> inspect.Parameter:
     kind = Optional[list[str]] if OPTIONS[name].is_list else Optional[str]
     option = typer.Option(f"--{name}", metavar=OPTIONS[name].metavar, help=_help(name))
@@ -98,6 +99,7 @@ def _config_parameter(name: str) -> inspect.Parameter:
     )
 
 
+@functools.cache
 def _file_parameter(name: str) -> inspect.Parameter:
     flag, help_text = _FILE_OPTIONS[name]
     option = typer.Option(flag, metavar="FILE", help=help_text)
