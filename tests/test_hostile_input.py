@@ -223,12 +223,31 @@ class _RefusingNft:
                                           ("Error: cache initialization failed: Operation not permitted", False),
                                           ("Error: Could not process rule: Device or resource busy", False)])
 def test_only_a_missing_table_lists_as_none(error, absent):
+    """Both listings list_table may make (the JSON one, and the text one for a held table)."""
     from nftredir.kernel import Kernel
 
     kernel = Kernel.__new__(Kernel)
     kernel._nft, kernel._trace = _RefusingNft(error), None
-    if absent:
-        assert kernel.list_table("nftredir") is None
-    else:
-        with pytest.raises(SystemRefused, match="could not list table inet nftredir"):
-            kernel.list_table("nftredir")
+    listings = (lambda: kernel.table_text("nftredir"),
+                lambda: kernel._listing({"table": {"family": "inet", "name": "nftredir"}}, "table inet nftredir"))
+    for listing in listings:
+        if absent:
+            assert listing() is None
+        else:
+            with pytest.raises(SystemRefused, match="could not list table inet nftredir"):
+                listing()
+
+
+def test_a_netlink_refusal_reading_the_table_is_one_system_error(monkeypatch):
+    from nftredir import netlink_table
+    from nftredir.kernel import Kernel
+
+    def refuse(family, name, timeout=5.0):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(netlink_table, "read_table", refuse)
+    kernel = Kernel.__new__(Kernel)
+    kernel._nft, kernel._trace = _RefusingNft("Error: No such file or directory"), None
+    with pytest.raises(SystemRefused, match="could not read table inet nftredir over netlink: Operation not permitted"):
+        kernel.list_table("nftredir")
+    assert kernel.is_marked("nftredir") is False  # then the listing decides, and says why
