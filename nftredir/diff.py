@@ -149,6 +149,9 @@ def report(live: Ruleset | None, desired: Ruleset, differences: list[dict[str, A
 # Text
 
 
+_ELEMENTS_ON_ONE_LINE = 8  # a set's elements on one line up to this many, else one a line
+
+
 def ruleset_lines(ruleset: Ruleset | None, order: Ruleset | None = None) -> list[str]:
     """The canonical ruleset as `nft list table` text: no handles, no counter values.
 
@@ -171,7 +174,9 @@ def ruleset_lines(ruleset: Ruleset | None, order: Ruleset | None = None) -> list
         block = [f"\t{s.object} {s.name} {{", f"\t\ttype {s.type}"]
         if s.flags:
             block.append(f"\t\tflags {','.join(s.flags)}")
-        if s.elements:
+        if len(s.elements) > _ELEMENTS_ON_ONE_LINE:  # one a line: a diff then shows the ones that changed
+            block += ["\t\telements = {", *(f"\t\t\t{e}," for e in s.elements[:-1]), f"\t\t\t{s.elements[-1]}", "\t\t}"]
+        elif s.elements:
             block.append(f"\t\telements = {{ {', '.join(s.elements)} }}")
         blocks.append([*block, "\t}"])
     for name in ordered_names(reference.chains, ruleset.chains):

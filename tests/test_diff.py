@@ -445,3 +445,16 @@ def test_the_bulk_ipv4_path_reads_elements_as_the_general_one(values):
     assert model._ipv4_bounds(values) == [model._bounds("ipv4_addr", v) for v in values]
     texts = model.canonical_elements("ipv4_addr", ["interval"], values)
     assert texts == tuple(sorted(texts, key=lambda t: ipaddress.IPv4Address(t.split("/")[0].split("-")[0])))
+
+
+def test_a_large_set_s_text_diff_shows_only_the_element_that_changed():
+    ranges = [f"10.{2 * i}.0.0/16" for i in range(40)]  # apart: nothing merges
+    live = model.from_batch(render_batch(config(**{"outbound-ip-range-exclusion-list": ",".join(ranges)})), "nftredir")
+    desired = model.from_batch(render_batch(config(**{"outbound-ip-range-exclusion-list": ",".join(ranges[:20] + ranges[21:])})),
+                               "nftredir")
+    text = diff.unified(live, desired)
+    changed = [line for line in text.splitlines()[2:] if line[:1] in "+-"]
+    assert changed == ["-\t\t\t10.40.0.0/16,"], text
+    assert len(text.splitlines()) < 15
+    small = model.from_batch(render_batch(config(**{"outbound-ip-range-exclusion-list": "10.1.0.0/16,10.3.0.0/16"})), "nftredir")
+    assert "\t\telements = { 10.1.0.0/16, 10.3.0.0/16 }" in diff.ruleset_lines(small)
