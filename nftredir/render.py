@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nftredir import cidr
-from nftredir.cidr import Cidr
+from nftredir.cidr import Cidr, dotted
 from nftredir.config import OPTIONS, Config
 from nftredir.errors import ConfigError
 from nftredir.ownership import MARK
@@ -69,19 +69,13 @@ def _json_elements(values: Sequence[int | Cidr]) -> str:
     from ints, which need no escaping."""
     if not values or not isinstance(values[0], Cidr):
         parts = [str(int(value)) for value in values]
-    elif values[0].version == 4:  # the bulk case: octets by shifts, the fastest way from an int
-        parts = [
-            _JSON_IPV4 % (n >> 24, n >> 16 & 255, n >> 8 & 255, n & 255) if length == 32
-            else _JSON_IPV4_PREFIX % (n >> 24, n >> 16 & 255, n >> 8 & 255, n & 255, length)
-            for n, length, _ in values
-        ]
+    elif values[0].version == 4:  # the bulk case: the fields unpacked, not read through properties
+        parts = [f'"{dotted(n)}"' if length == 32 else _JSON_PREFIX % (dotted(n), length) for n, length, _ in values]
     else:
         parts = [f'"{value.address}"' if value.is_host else _JSON_PREFIX % (value.address, value.prefixlen) for value in values]
     return f"[{', '.join(parts)}]"
 
 
-_JSON_IPV4 = '"%d.%d.%d.%d"'
-_JSON_IPV4_PREFIX = '{"prefix": {"addr": "%d.%d.%d.%d", "len": %d}}'
 _JSON_PREFIX = '{"prefix": {"addr": "%s", "len": %d}}'
 
 

@@ -458,3 +458,16 @@ def test_a_large_set_s_text_diff_shows_only_the_element_that_changed():
     assert len(text.splitlines()) < 15
     small = model.from_batch(render_batch(config(**{"outbound-ip-range-exclusion-list": "10.1.0.0/16,10.3.0.0/16"})), "nftredir")
     assert "\t\telements = { 10.1.0.0/16, 10.3.0.0/16 }" in diff.ruleset_lines(small)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**16)), max_size=20))
+def test_an_ipv4_interval_is_written_as_the_kernel_lists_it(pairs):
+    intervals = [[low, min(low + size, 2**32 - 1)] for low, size in pairs]
+    expected = []
+    for low, high in intervals:
+        first, last = ipaddress.IPv4Address(low), ipaddress.IPv4Address(high)
+        nets = list(ipaddress.summarize_address_range(first, last))
+        single = nets[0] if len(nets) == 1 else None
+        expected.append(f"{first}-{last}" if single is None else str(first) if single.prefixlen == 32 else str(single))
+    assert model._ipv4_interval_texts(intervals) == tuple(expected)
