@@ -164,19 +164,6 @@ def _table_source(config: Config) -> str:
     return str(config.sources.get("table", "the table name (default)"))
 
 
-def _refuse_unless_ours(kernel: Any, table: str, source: str, action: str) -> None:
-    """Before a replace or delete: the live table of that name, if any, must be nftredir's."""
-    if kernel.is_marked(table):
-        return  # the usual re-apply: nftredir's mark is there, no listing needed
-    text = kernel.table_text(table)
-    if text is None:
-        return  # nothing there: nothing to replace or delete
-    from nftredir import ownership
-    from nftredir.render import owned_chains
-
-    ownership.check(text, table, source, owned_chains(table), action)
-
-
 @app.command()
 @with_config()
 def render(
@@ -230,13 +217,14 @@ def apply(
 
     Example: nftredir apply --outbound-ip-range-exclusion-list 169.254.169.254/32
     """
+    from nftredir.ownership import refuse_unless_ours
     from nftredir.render import render
 
     kernel = _kernel(verbose)
     batch, table, source = render(config, "json"), config.table, _table_source(config)
     checked = config if validate and not dry_run else None
     del config  # the batch text is all the kernel needs: a 50,000-CIDR Config need not outlive it
-    _refuse_unless_ours(kernel, table, source, "replace")
+    refuse_unless_ours(kernel, table, source, "replace")
     if show_diff:
         import json
 
@@ -443,12 +431,13 @@ def iptables_restore(
 
     Example: nftredir render --format iptables --outbound-port-exclusion-list 6379 | nftredir iptables-restore --test
     """
+    from nftredir.ownership import refuse_unless_ours
     from nftredir.render import render
     from nftredir.sources.mesh_script import script_config
 
     config = script_config(file, os.environ)
     kernel = _kernel(verbose)
-    _refuse_unless_ours(kernel, config.table, _table_source(config), "replace")
+    refuse_unless_ours(kernel, config.table, _table_source(config), "replace")
     kernel.send(render(config, "json"), dry_run=test)
     if test:
         print(f"test: the kernel accepted the ruleset for table inet {config.table}; nothing was committed", file=sys.stderr)
@@ -473,12 +462,13 @@ def remove(
     key of --config or NFTREDIR_CONFIG), so what apply installed, remove deletes. Nothing else
     is read: a broken MeshConfig or annotations file cannot stop the cleanup.
     """
+    from nftredir.ownership import refuse_unless_ours
     from nftredir.render import remove_batch
     from nftredir.sources import table_layer
 
     config = build_config(table_layer(table, os.environ, config_file))
     kernel = _kernel(verbose)
-    _refuse_unless_ours(kernel, config.table, _table_source(config), "delete")
+    refuse_unless_ours(kernel, config.table, _table_source(config), "delete")
     kernel.send(remove_batch(config.table))  # adds the table first, so an absent one is fine
 
 

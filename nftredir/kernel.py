@@ -1,7 +1,8 @@
 """The one door to the kernel: libnftables through Debian's python3-nftables binding.
 
 Every change is one JSON batch, so one netlink transaction: the kernel commits all of it or
-none of it. Reading goes through the same door (`list_table`, `list_chains`).
+none of it. Reading goes through the same door (`list_table`, `list_chains`), except what
+libnftables 1.0.6 cannot say cheaply or right, which nftredir.netlink_table reads itself.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def table_header(text: str) -> dict[str, Any]:
     """The table's own attributes from `nft list table` text: flags, comment, owning program.
 
     libnftables 1.0.6 prints a table's flags in JSON from freed memory (table_flags_json) and
-    its comment not at all, so these come from the text listing, which has them right.
+    its comment not at all; the text listing has them right, and alone names the process that
+    holds a `flags owner` table (list_table reads the rest over netlink, which is cheaper).
     """
     lines = text.splitlines()
     first = lines[0] if lines else ""
@@ -213,19 +215,6 @@ class Kernel:
             if "table" in item:
                 item["table"].update(header)
         return listing
-
-    def is_marked(self, table: str) -> bool:
-        """Whether `inet <table>` exists, carries nftredir's mark, and is held by no process
-        (`flags owner`): two netlink requests, where a listing would fetch every set element
-        first (0.7 s at 50,000 ranges). False says only "look closer" (ownership.check)."""
-        from nftredir import netlink_table
-        from nftredir.ownership import MARK
-
-        try:
-            held = netlink_table.read_table("inet", table).flags & netlink_table.OWNER
-            return not held and netlink_table.has_counter("inet", table, MARK)
-        except OSError:
-            return False  # no such table, or the kernel refused: the listing will say which
 
     def _header(self, table: str) -> dict[str, Any] | None:
         """The table's flags, comment and owning program; None when there is no such table."""

@@ -6,10 +6,16 @@ drops table comments.) Before `apply` replaces a table or `remove` deletes it, t
 of that name, if there is one, must carry the mark, or be a table an nftredir from before the
 mark made: no mark, exactly nftredir's chains, and no set or other object nftredir does not
 make. Anything else is another tool's table, and is refused with nothing sent.
+
+The usual case, nftredir's own table, is known from two netlink requests (the mark, the
+table's flags); only another table is listed, which fetches every set element first.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from nftredir import netlink_table
 from nftredir.errors import ConfigError, SystemRefused
 from nftredir.kernel import table_header
 
@@ -61,3 +67,23 @@ def check(text: str | None, table: str, source: object, chain_names: set[str], a
             f"table inet {table} exists and is not nftredir's (it has no {MARK} counter): "
             f"refusing to {action} it; choose another table name",
         )
+
+
+def is_marked(table: str) -> bool:
+    """Whether `inet <table>` exists, carries the mark, and is held by no process (`flags
+    owner`). False says only "look closer": no such table, or the kernel refused to say."""
+    try:
+        held = netlink_table.read_table("inet", table).flags & netlink_table.OWNER
+        return not held and netlink_table.has_counter("inet", table, MARK)
+    except OSError:
+        return False
+
+
+def refuse_unless_ours(kernel: Any, table: str, source: object, action: str) -> None:
+    """Before `action` ("replace", "delete"): the live `inet <table>`, if any, must be nftredir's.
+    `kernel` is a nftredir.kernel.Kernel; `source` is where the table name came from."""
+    if is_marked(table):
+        return
+    from nftredir.render import owned_chains  # render imports MARK from here
+
+    check(kernel.table_text(table), table, source, owned_chains(table), action)

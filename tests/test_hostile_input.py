@@ -239,7 +239,7 @@ def test_only_a_missing_table_lists_as_none(error, absent):
 
 
 def test_a_netlink_refusal_reading_the_table_is_one_system_error(monkeypatch):
-    from nftredir import netlink_table
+    from nftredir import netlink_table, ownership
     from nftredir.kernel import Kernel
 
     def refuse(family, name, timeout=5.0):
@@ -250,4 +250,4 @@ def test_a_netlink_refusal_reading_the_table_is_one_system_error(monkeypatch):
     kernel._nft, kernel._trace = _RefusingNft("Error: No such file or directory"), None
     with pytest.raises(SystemRefused, match="could not read table inet nftredir over netlink: Operation not permitted"):
         kernel.list_table("nftredir")
-    assert kernel.is_marked("nftredir") is False  # then the listing decides, and says why
+    assert ownership.is_marked("nftredir") is False  # then the listing decides, and says why
