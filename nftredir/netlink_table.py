@@ -36,9 +36,9 @@ NLM_F_ACK = 4
 UDATA_COMMENT = 0
 UDATA_NFTVER = 1
 UDATA_NFTBLD = 2
+OWNER = 2  # NFT_TABLE_F_OWNER
 # NFT_TABLE_F_*, named as nft prints them; `persist` (Linux 6.9) is newer than nft 1.0.6.
-FLAG_NAMES = {1: "dormant", 2: "owner", 4: "persist"}
-OWNER = 2
+FLAG_NAMES = {1: "dormant", OWNER: "owner", 4: "persist"}
 FAMILIES = {"ip": 2, "ip6": 10, "inet": 1, "arp": 3, "bridge": 7, "netdev": 5}  # NFPROTO_*
 
 

@@ -329,10 +329,13 @@ class ListItems(Sequence[Item]):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         index = range(len(self))[index]  # a negative index counts from the end; too large raises
-        return Item(self.texts[index], FieldSource(self.doc, (*self.path, index)))
+        return self._item(index, self.texts[index])
 
     def __iter__(self) -> Iterator[Item]:
-        return (Item(text, FieldSource(self.doc, (*self.path, index))) for index, text in enumerate(self.texts))
+        return (self._item(index, text) for index, text in enumerate(self.texts))
+
+    def _item(self, index: int, text: str) -> Item:
+        return Item(text, FieldSource(self.doc, (*self.path, index)))
 
 
 def list_items(doc: Document, path: FieldPath, values: list[Any], expected: type) -> Sequence[Item]:
