@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from nftredir import cidr
 from nftredir.cidr import Cidr, dotted
 from nftredir.config import Config
 from nftredir.netinfo import Route
@@ -90,10 +91,10 @@ def _iface_excluded(iface: str, patterns: tuple[str, ...]) -> bool:
     return any(iface.startswith(p[:-1]) if p.endswith("+") else iface == p for p in patterns)
 
 
-def _candidates(ranges: list[Cidr], routes: list[Route], config: Config) -> list[int]:
+def _candidates(ranges: list[Cidr], routes: list[Route], excluded: tuple[Cidr, ...]) -> list[int]:
     """Addresses worth trying, harmless ones first: in or at the edges of the given ranges."""
     first = [r.network + (r.prefixlen < 32) for r in ranges]
-    past_exclusions = [r.last + 1 for r in config.outbound_ip_range_exclusions if r.last < 0xFFFFFFFF]
+    past_exclusions = [r.last + 1 for r in excluded if r.last < 0xFFFFFFFF]
     last = [r.last - (r.prefixlen < 31) for r in ranges]  # not the broadcast-looking last address
     return list(dict.fromkeys([*_HARMLESS, *first, *past_exclusions, *last, *(r.dst.network + 1 for r in routes)]))
 
@@ -103,6 +104,14 @@ class _Namespace:
 
     def __init__(self, config: Config, routes: list[Route], local: set[int]) -> None:
         self.config, self.routes, self.local = config, routes, local
+        # The probes are IPv4: an IPv6 range (dual mode) is an int range too, and must not count.
+        self.excluded = cidr.by_version(config.outbound_ip_range_exclusions, 4)
+        self.included = cidr.by_version(config.outbound_ip_range_inclusions, 4)
+        self.inclusive = bool(config.outbound_ip_range_inclusions)  # any family's inclusion limits IPv4
+
+    def allowed(self, address: int) -> bool:
+        """Whether the range lists let `address` go to the sidecar (routes and interfaces aside)."""
+        return not _in(address, self.excluded) and (not self.inclusive or _in(address, self.included))
 
     def leaves(self, address: int) -> Route | None:
         """The route a connection to `address` leaves by, or None when it stays in the pod."""
@@ -113,17 +122,15 @@ class _Namespace:
 
     def redirected(self, address: int) -> bool:
         """Whether the configuration sends an app's connection to `address` to the sidecar."""
-        c = self.config
         route = self.leaves(address)
         return (
             route is not None
-            and not _iface_excluded(route.iface, c.network_interface_exclusions)
-            and not _in(address, c.outbound_ip_range_exclusions)
-            and (not c.outbound_ip_range_inclusions or _in(address, c.outbound_ip_range_inclusions))
+            and not _iface_excluded(route.iface, self.config.network_interface_exclusions)
+            and self.allowed(address)
         )
 
     def pick(self, ranges: list[Cidr], accept: Callable[[int], bool]) -> int | None:
-        return next((a for a in _candidates(ranges, self.routes, self.config) if accept(a)), None)
+        return next((a for a in _candidates(ranges, self.routes, self.excluded) if accept(a)), None)
 
 
 def _port(config: Config, choices: tuple[int, ...]) -> int:
@@ -144,7 +151,7 @@ def plan(config: Config, routes: list[Route], local: set[int], only_uid: int | N
     proxy = config.proxy_uid
     checks: list[Check] = []
     where = "an included range" if config.outbound_ip_range_inclusions else "a routed, not excluded address"
-    target = ns.pick(list(config.outbound_ip_range_inclusions) or [r.dst for r in routes], ns.redirected)
+    target = ns.pick(list(ns.included) or [r.dst for r in routes], ns.redirected)
     port, quiet = _port(config, _PORTS), _port(config, _QUIET_PORTS)
     no_route = f"no destination to probe: the pod has no route to {where} (outbound traffic could not leave anyway)"
 
@@ -159,9 +166,8 @@ def plan(config: Config, routes: list[Route], local: set[int], only_uid: int | N
     check("proxy-bypass", f"the proxy's own connection (UID {proxy}) is not redirected",
           proxy, target, quiet, None, no_route)
 
-    exclusions = config.outbound_ip_range_exclusions
-    if exclusions:
-        excluded = ns.pick(list(exclusions), lambda a: _in(a, exclusions) and ns.leaves(a) is not None)
+    if ns.excluded:
+        excluded = ns.pick(list(ns.excluded), lambda a: _in(a, ns.excluded) and ns.leaves(a) is not None)
         check("excluded-ip-range", "an app's connection to an excluded IP range is not redirected", app, excluded, quiet,
               None, "no excluded address the pod has a route to")
     if config.outbound_port_exclusions:
@@ -171,10 +177,7 @@ def plan(config: Config, routes: list[Route], local: set[int], only_uid: int | N
         via = [r for r in routes if _iface_excluded(r.iface, config.network_interface_exclusions)]
 
         def only_the_interface_excludes(address: int) -> bool:
-            route = ns.leaves(address)
-            return route in via and not _in(address, exclusions) and (
-                not config.outbound_ip_range_inclusions or _in(address, config.outbound_ip_range_inclusions)
-            )
+            return ns.leaves(address) in via and ns.allowed(address)
 
         check("excluded-interface", "an app's connection out of an excluded interface is not redirected", app,
               ns.pick([r.dst for r in via], only_the_interface_excludes), quiet, None,

@@ -74,6 +74,16 @@ def test_plan_respects_inclusions_exclusions_ports_and_interfaces():
     assert got["excluded-interface"] == "no route through an excluded interface"  # 192.0.2/24 is excluded anyway
 
 
+def test_ipv6_ranges_do_not_count_for_the_ipv4_probes():
+    """validate probes IPv4: in dual mode an IPv6 range (here all of IPv6) must neither exclude
+    nor include an IPv4 address, though it is an int range too."""
+    dual = dict(ip_family="dual", outbound_ip_range_exclusion_list="::/0,10.0.0.0/16")
+    assert probes(plan(config_of(**dual), ROUTES, LOCAL)) == probes(
+        plan(config_of(outbound_ip_range_exclusion_list="10.0.0.0/16"), ROUTES, LOCAL))
+    only6 = probes(plan(config_of(ip_family="dual", outbound_ip_range_inclusion_list="::/0"), ROUTES, LOCAL))
+    assert only6["outbound-redirect"].startswith("no destination to probe")  # IPv4 has no included range
+
+
 def test_without_a_route_the_outbound_checks_are_skipped_plainly():
     got = probes(plan(config_of(outbound_port_exclusion_list="6379"), [], {parse("127.0.0.1/32").network}))
     assert got["outbound-redirect"].startswith("no destination to probe: the pod has no route")
