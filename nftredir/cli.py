@@ -472,6 +472,44 @@ def remove(
     kernel.send(remove_batch(config.table))  # adds the table first, so an absent one is fine
 
 
+class CniAction(str, Enum):
+    install = "install"
+    uninstall = "uninstall"
+
+
+@app.command("cni")
+def cni_command(
+    action: Annotated[Optional[CniAction], typer.Argument(help="install or uninstall; none: run as the plugin (CNI_COMMAND, stdin).")] = None,
+    conf_dir: Annotated[str, typer.Option("--conf-dir", metavar="DIR", help="The node's CNI configuration directory.")] = "/etc/cni/net.d",
+    conflist: Annotated[Optional[str], typer.Option("--conflist", metavar="NAME", help="The conflist in DIR; default: the first network configuration by name, the one the runtime uses.")] = None,
+    plugin_config: Annotated[Optional[str], typer.Option("--plugin-config", metavar="FILE", help="install: the plugin's keys, YAML or JSON (nftredir's options, kubeconfig, injection-marker, on-api-unreachable, log-file).")] = None,
+) -> None:
+    """Run as a chained CNI plugin, or chain it into a node's conflist (install) and out (uninstall).
+
+    Without ACTION this is the plugin the runtime executes (as `nftredir-cni`): CNI_COMMAND ADD
+    applies nftredir's table in CNI_NETNS, DEL removes it, CHECK diffs it. See deploy/cni.md.
+
+    Example: nftredir cni install --conf-dir /host/etc/cni/net.d --plugin-config /etc/nftredir/cni.yaml
+    """
+    if action is None:
+        from nftredir.cni import main as plugin
+
+        plugin()
+    from nftredir import cni_install
+
+    if action is CniAction.install:
+        keys = {}
+        if plugin_config:
+            from nftredir.sources.documents import display_path, expect, load_document
+
+            document = load_document(plugin_config, numbers_as_text=True)  # as --config reads numbers
+            keys = expect(document, (), document.data or {}, dict)
+        path = cni_install.install(conf_dir, keys, conflist, display_path(plugin_config or "--plugin-config"))
+        print(f"installed nftredir-cni as the last plugin of {path}")
+    else:
+        print(f"removed nftredir-cni from {cni_install.uninstall(conf_dir, conflist)}")
+
+
 def _print_version(value: bool) -> None:
     if value:
         from importlib.metadata import version

@@ -75,8 +75,8 @@ def _string(data: Mapping[str, Any], key: str, source: str = SOURCE) -> str | No
     return value
 
 
-def _marker(value: Any) -> Marker:
-    where = f"{SOURCE}: injection-marker"
+def _marker(value: Any, source: str) -> Marker:
+    where = f"{source}: injection-marker"
     if not isinstance(value, dict):
         raise ConfigError(where, value, 'expected {"label": NAME} or {"annotation": NAME}')
     kinds = [kind for kind in ("label", "annotation") if kind in value]
@@ -86,20 +86,21 @@ def _marker(value: Any) -> Marker:
     return Marker(kinds[0], _string(value, kinds[0], where) or "", _string(value, "value", where))
 
 
-def plugin_config(data: Mapping[str, Any]) -> PluginConfig:
-    """Validate the plugin object's keys (not its option values: build_config does that)."""
+def plugin_config(data: Mapping[str, Any], source: str = SOURCE) -> PluginConfig:
+    """Validate the plugin object's keys (not its option values: build_config does that);
+    `source` names where they were read, for messages."""
     unknown = [key for key in data if key not in SPEC_KEYS and key not in PLUGIN_KEYS and key not in OPTIONS]
     if unknown:
         known = ", ".join([*PLUGIN_KEYS, *OPTIONS])
-        raise ConfigError(f"{SOURCE}: {unknown[0]}", unknown[0], f"unknown key; nftredir's keys are: {known}")
-    on_unreachable = _string(data, "on-api-unreachable") or "fail"
+        raise ConfigError(f"{source}: {unknown[0]}", unknown[0], f"unknown key; nftredir's keys are: {known}")
+    on_unreachable = _string(data, "on-api-unreachable", source) or "fail"
     if on_unreachable not in ON_UNREACHABLE:
-        raise ConfigError(f"{SOURCE}: on-api-unreachable", on_unreachable, "must be 'fail' or 'skip'")
+        raise ConfigError(f"{source}: on-api-unreachable", on_unreachable, "must be 'fail' or 'skip'")
     options = {key: value for key, value in data.items() if key in OPTIONS}
     return PluginConfig(
-        options=config_file_layer(Document(SOURCE, options)),
-        kubeconfig=_string(data, "kubeconfig"),
-        marker=_marker(data["injection-marker"]) if "injection-marker" in data else FSM_MARKER,
+        options=config_file_layer(Document(source, options)),
+        kubeconfig=_string(data, "kubeconfig", source),
+        marker=_marker(data["injection-marker"], source) if "injection-marker" in data else FSM_MARKER,
         on_unreachable=on_unreachable,
-        log_file=_string(data, "log-file"),
+        log_file=_string(data, "log-file", source),
     )
