@@ -27,15 +27,20 @@ def network_config(**keys: Any) -> dict[str, Any]:
     return {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "nftredir-cni", "prevResult": PREV_RESULT, **keys}
 
 
-def run_plugin(command: str | None, config: Any, netns: netlab.Netns | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    """The plugin as a runtime runs it; `config` is sent as JSON unless it is already text."""
+def run_plugin(command: str | None, config: Any, netns: netlab.Netns | None = None,
+               inside: netlab.Netns | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """The plugin as a runtime runs it, for the pod namespace `netns`; `config` is sent as JSON
+    unless it is already text. It runs in `inside` (where a test's API server listens), else in
+    a namespace of its own."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "NFTREDIR_"))}
     cni_env = {"CNI_CONTAINERID": "c0ffee", "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin",
                "CNI_NETNS": f"/run/netns/{netns.name}" if netns else "/run/netns/none-such"}
     if command is not None:
         cni_env["CNI_COMMAND"] = command
     argv = [netlab.PYTHON, "-c", "from nftredir.cni import main; main()"]
-    if os.geteuid() == 0:
+    if inside is not None:
+        argv = inside.argv(argv)
+    elif os.geteuid() == 0:
         argv = ["unshare", "--net", *argv]
     stdin = config if isinstance(config, str) else json.dumps(config)
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, cwd=netlab.REPO,
