@@ -498,10 +498,10 @@ def cni_command(
     from nftredir import cni_install
 
     if action is CniAction.install:
+        from nftredir.sources.documents import display_path, expect, load_document
+
         keys = {}
         if plugin_config:
-            from nftredir.sources.documents import display_path, expect, load_document
-
             document = load_document(plugin_config, numbers_as_text=True)  # as --config reads numbers
             keys = expect(document, (), document.data or {}, dict)
         path = cni_install.install(conf_dir, keys, conflist, display_path(plugin_config or "--plugin-config"))
