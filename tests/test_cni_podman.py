@@ -6,7 +6,9 @@ podman itself runs inside a network namespace of the test's own (`nsenter --net`
 exec`, which remounts /sys and breaks runc's cgroups), so the bridge the bridge plugin makes,
 and its gateway address, exist only there; the pods' namespaces hang off that bridge. podman's
 configuration, storage and state are private, under /var/tmp; the pod's image is one static
-`pause` binary compiled here and `podman import`ed. Everything is removed at the end.
+`pause` binary compiled here and `podman import`ed. Everything is removed at the end. The one
+path outside them is libcni's result cache, /var/lib/cni/results (podman 4.3 has no setting for
+it): ADD writes an entry there and DEL removes it.
 """
 
 from __future__ import annotations
