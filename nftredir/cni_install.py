@@ -106,6 +106,16 @@ def plugin_entry(keys: dict[str, Any], source: str = "--plugin-config") -> dict[
     return {"type": PLUGIN_TYPE, **keys}
 
 
+def _record(backup: Path) -> dict[str, Any]:
+    """What install remembered: the original text (None when it never saw the file without its
+    entry) and a hash of what it wrote; empty when there is no readable record."""
+    try:
+        record = json.loads(backup.read_text()) if backup.exists() else {}
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def install(conf_dir: str, keys: dict[str, Any], conflist: str | None = None, source: str = "--plugin-config") -> Path:
     """Chain the plugin, with `keys` (read from `source`), last into the conflist."""
     path = find_conflist(conf_dir, conflist)
@@ -113,11 +123,12 @@ def install(conf_dir: str, keys: dict[str, Any], conflist: str | None = None, so
     raw, data = _read(path)
     plugins = [p for p in data["plugins"] if p.get("type") != PLUGIN_TYPE]
     backup = _backup(path)
-    # The original is the file before the first install; a re-install keeps it.
-    original = json.loads(backup.read_text())["original"] if backup.exists() and len(plugins) < len(data["plugins"]) else raw.decode()
+    # The original is the file before the first install: a re-install keeps the one recorded,
+    # and a file that already holds our entry without a record has no original to restore.
+    installed = len(plugins) < len(data["plugins"])
+    original = _record(backup).get("original") if installed else raw.decode()
     written = _dump({**data, "plugins": [*plugins, entry]})
-    record = {"original": original, "written_sha256": hashlib.sha256(written).hexdigest()}
-    atomic_write(backup, json.dumps(record).encode())
+    atomic_write(backup, json.dumps({"original": original, "written_sha256": hashlib.sha256(written).hexdigest()}).encode())
     atomic_write(path, written)
     return path
 
@@ -126,11 +137,8 @@ def uninstall(conf_dir: str, conflist: str | None = None) -> Path:
     path = find_conflist(conf_dir, conflist)
     raw, data = _read(path)
     backup = _backup(path)
-    try:
-        record = json.loads(backup.read_text()) if backup.exists() else {}
-    except (OSError, ValueError):
-        record = {}  # unreadable: fall back to removing nftredir's entry
-    if record.get("written_sha256") == hashlib.sha256(raw).hexdigest():
+    record = _record(backup)  # unreadable or absent: only nftredir's entry is removed
+    if isinstance(record.get("original"), str) and record.get("written_sha256") == hashlib.sha256(raw).hexdigest():
         atomic_write(path, record["original"].encode())
     elif any(p.get("type") == PLUGIN_TYPE for p in data["plugins"]):
         atomic_write(path, _dump({**data, "plugins": [p for p in data["plugins"] if p.get("type") != PLUGIN_TYPE]}))

@@ -68,6 +68,14 @@ def test_uninstall_after_another_installer_rewrote_the_file_removes_only_our_ent
     assert [p["type"] for p in plugins(path)] == ["istio-cni", "calico", "portmap", "bandwidth"]
 
 
+def test_an_entry_installed_without_a_record_is_removed_not_restored(conf_dir):
+    path = cni_install.install(str(conf_dir), KEYS)
+    next(conf_dir.glob(".*nftredir-orig")).unlink()  # e.g. the directory was restored from a backup
+    cni_install.install(str(conf_dir), KEYS)
+    cni_install.uninstall(str(conf_dir))
+    assert [p["type"] for p in plugins(path)] == ["calico", "portmap", "bandwidth"]
+
+
 def test_uninstall_when_not_installed_changes_nothing(conf_dir):
     cni_install.uninstall(str(conf_dir))
     assert (conf_dir / "10-calico.conflist").read_text() == CALICO
