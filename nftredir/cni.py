@@ -27,9 +27,14 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from nftredir.errors import EXIT_INTERNAL, EXIT_INVALID, EXIT_SYSTEM, ConfigError, NftredirError
+
+if TYPE_CHECKING:
+    from nftredir.cni_config import PluginConfig
+    from nftredir.config import Config
+    from nftredir.kernel import Kernel
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 # The first version each command exists in; ADD and DEL are in all of them.
@@ -124,7 +129,7 @@ def _prev_result_pod_ips(prev: Mapping[str, Any]) -> dict[str, list[Any]]:
     return {"pod-ip": [Item(text, "prevResult.ips")]} if text else {}
 
 
-def _pod_layer(plugin: Any, environ: Mapping[str, str], log: Callable[[str], None]) -> dict[str, Any] | None:
+def _pod_layer(plugin: PluginConfig, environ: Mapping[str, str], log: Callable[[str], None]) -> dict[str, Any] | None:
     """The pod's annotations as a layer; None when the pod is to be left alone (logged why)."""
     if plugin.kubeconfig is None:
         return {}  # no API server configured: every pod this conflist sees is the mesh's
@@ -153,7 +158,7 @@ def _pod_layer(plugin: Any, environ: Mapping[str, str], log: Callable[[str], Non
     return pod_layer({key: (value, f"{where} {key}") for key, value in pod.annotations.items()})
 
 
-def _config(plugin: Any, pod: Mapping[str, Any], prev: Mapping[str, Any]):  # -> nftredir.config.Config
+def _config(plugin: PluginConfig, pod: Mapping[str, Any], prev: Mapping[str, Any]) -> Config:
     from nftredir.config import build_config
     from nftredir.sources import merge_fsm, overlay
 
@@ -178,17 +183,17 @@ def _enter(environ: Mapping[str, str]) -> bool:
     return True
 
 
-def _kernel():  # -> nftredir.kernel.Kernel
+def _kernel() -> Kernel:
     from nftredir.kernel import Kernel
 
     return Kernel()
 
 
-def _table_source(config: Any) -> str:
+def _table_source(config: Config) -> str:
     return str(config.sources.get("table", "the table name (default)"))
 
 
-def add(data: dict[str, Any], plugin: Any, environ: Mapping[str, str], log: Callable[[str], None]) -> str:
+def add(data: dict[str, Any], plugin: PluginConfig, environ: Mapping[str, str], log: Callable[[str], None]) -> str:
     prev = data.get("prevResult")
     if not isinstance(prev, dict):
         raise CniError(INVALID_CONFIG, "no prevResult: nftredir-cni is a chained plugin, listed after the "
@@ -210,7 +215,7 @@ def add(data: dict[str, Any], plugin: Any, environ: Mapping[str, str], log: Call
     return json.dumps(prev)  # unchanged: the next plugin, or the runtime, reads it
 
 
-def delete(data: dict[str, Any], plugin: Any, environ: Mapping[str, str], log: Callable[[str], None]) -> str:
+def delete(data: dict[str, Any], plugin: PluginConfig, environ: Mapping[str, str], log: Callable[[str], None]) -> str:
     from nftredir.config import build_config
     from nftredir.ownership import refuse_unless_ours
     from nftredir.render import remove_batch
@@ -231,7 +236,7 @@ def delete(data: dict[str, Any], plugin: Any, environ: Mapping[str, str], log: C
     return ""
 
 
-def check(data: dict[str, Any], plugin: Any, environ: Mapping[str, str], log: Callable[[str], None]) -> str:
+def check(data: dict[str, Any], plugin: PluginConfig, environ: Mapping[str, str], log: Callable[[str], None]) -> str:
     netns = _require(environ, "CNI_NETNS")
     _require(environ, "CNI_CONTAINERID")
     pod = _pod_layer(plugin, environ, log)
@@ -250,7 +255,7 @@ def check(data: dict[str, Any], plugin: Any, environ: Mapping[str, str], log: Ca
     return ""
 
 
-def status(data: dict[str, Any], plugin: Any, environ: Mapping[str, str], log: Callable[[str], None]) -> str:
+def status(data: dict[str, Any], plugin: PluginConfig, environ: Mapping[str, str], log: Callable[[str], None]) -> str:
     try:
         _kernel()
     except NftredirError as exc:
@@ -258,7 +263,7 @@ def status(data: dict[str, Any], plugin: Any, environ: Mapping[str, str], log: C
     return ""
 
 
-def gc(data: dict[str, Any], plugin: Any, environ: Mapping[str, str], log: Callable[[str], None]) -> str:
+def gc(data: dict[str, Any], plugin: PluginConfig, environ: Mapping[str, str], log: Callable[[str], None]) -> str:
     return ""  # nothing outside the pods' namespaces, which take nftredir's table with them
 
 
@@ -322,10 +327,13 @@ def run(environ: Mapping[str, str], stdin: bytes) -> tuple[str, int]:
 
 def main() -> None:
     """The `nftredir-cni` entry point the runtime executes."""
-    try:
-        stdin = sys.stdin.buffer.read(MAX_STDIN + 1) if sys.stdin is not None else b""
-    except OSError:
-        stdin = b""
+    stdin = b""
+    # Without CNI_COMMAND this is a person at a terminal, not a runtime: do not wait for stdin.
+    if os.environ.get("CNI_COMMAND") and sys.stdin is not None:
+        try:
+            stdin = sys.stdin.buffer.read(MAX_STDIN + 1)
+        except OSError:
+            pass
     output, code = run(os.environ, stdin)
     try:
         if output:
