@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -259,14 +260,18 @@ class Result:
         return answer, tuple(e.masked() for e in self.entries)
 
 
+def count(listeners: Counter[str]) -> str:
+    return ", ".join(f"{n} {name}" for name, n in sorted(listeners.items())) or "nothing"
+
+
 def judge(case: Case, result: Result) -> list[str]:
     """What is wrong with a case's result; nothing when it holds."""
     if result.error is not None or result.local is None or result.reply is None:
         return [f"no answer ({result.error})"]
     problems = []
-    logged = sorted(e.listener for e in result.entries)
-    if logged != sorted(h.listener for h in case.hops):
-        problems.append(f"Envoy logged {logged or 'nothing'}, expected {sorted(h.listener for h in case.hops) or 'nothing'}")
+    logged, hops = Counter(e.listener for e in result.entries), Counter(h.listener for h in case.hops)
+    if logged != hops:
+        problems.append(f"Envoy logged {count(logged)}, expected {count(hops)}")
     source = result.local
     for hop in case.hops:
         entry = next((e for e in result.entries if e.listener == hop.listener and e.downstream == source), None)
@@ -490,7 +495,7 @@ class Sidecar:
                 raise RuntimeError(f"Envoy did not log its sentinel within {LOG_WAIT} s")
             time.sleep(0.02)
 
-    def stop(self) -> None:
+    def stop(self) -> None:  # the namespace's end kills it anyway (netlab._kill_all)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -499,6 +504,17 @@ class Sidecar:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self.stderr.close()
+
+
+@contextlib.contextmanager
+def sidecar(lab: nl.PodWorld, envoy: str, workdir: Path) -> Iterator[Sidecar]:
+    """Envoy started, /ready and its sentinel logged; stopped on exit."""
+    running = Sidecar(lab, envoy, workdir)
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
 
 
 _READY = "GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -522,13 +538,24 @@ def run_case(lab: nl.PodWorld, sidecar: Sidecar, case: Case) -> Result:
     return Result(got.get("local"), got.get("reply"), got.get("error"), tuple(entries))
 
 
+def describe(masked: tuple[Any, ...]) -> str:
+    """A masked result in one line: the answer, then each entry as listener(original dst -> upstream)."""
+    answer, entries = masked
+    if isinstance(answer, tuple):
+        answer = " ".join(f"{k}={v}" for k, v in zip(("by", "local", "orig", "peer"), answer, strict=True) if v)
+    hops = ", ".join(f"{e.listener}({e.original_dst} -> {e.upstream})" for e in entries[:3]) or "no entry"
+    if len(entries) > 3:
+        hops += f" and {len(entries) - 3} more"
+    return f"[{answer}; {hops}]"
+
+
 def verdict(case: Case, results: dict[str, Result]) -> list[str]:
     """The case's problems in every way, and where a way's log or answer differs from FSM's."""
     problems = [f"{way}: {p}" for way, result in results.items() for p in judge(case, result)]
     reference = results[WAYS[-1]].masked()
     for way, result in results.items():
         if way != WAYS[-1] and result.masked() != reference:
-            problems.append(f"{way} differs from {WAYS[-1]}: {result.masked()} vs {reference}")
+            problems.append(f"{way} differs from {WAYS[-1]}: {describe(result.masked())} vs {describe(reference)}")
     return problems
 
 
@@ -537,21 +564,20 @@ def run(envoy: str, scenarios: Sequence[Scenario], out: Callable[[str], None] = 
     held = total = 0
     listeners = [nl.Listener(f"app:{p}", p) for p in (APP_PORT, OTHER_APP_PORT)] + [
         nl.Listener(f"pod:{p}", p) for p in (nl.PROMETHEUS_PORT, *nl.HEALTH_PORTS, nl.HEALTHCHECK_PORT)]
-    with contextlib.ExitStack() as stack:
-        lab = stack.enter_context(nl.pod_world(listeners=listeners))
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nftredir-e2e-")))
-        workdir.chmod(0o755)
-        sidecar = Sidecar(lab, envoy, workdir)
-        stack.callback(sidecar.stop)
-        sidecar.wait_ready()
-        out(f"e2e: Envoy {envoy_version(envoy)} in pod {lab.pod.name} as UID {nl.SIDECAR_UID}; "
-            f"ways: apply (nftredir apply), shim (FSM's command, image/iptables-restore), fsm (the real iptables-restore)")
+    with nl.pod_world(listeners=listeners) as lab, tempfile.TemporaryDirectory(prefix="nftredir-e2e-") as tmp:
+        Path(tmp).chmod(0o755)
+        out(f"e2e: Envoy {envoy_version(envoy)} in pod {lab.pod.name} as UID {nl.SIDECAR_UID}; ways: apply (nftredir "
+            "apply), shim (FSM's command, image/iptables-restore), fsm (FSM's command, the real iptables-restore)")
         for scenario in scenarios:
             results: dict[str, list[Result]] = {}
             for way in WAYS:
                 lab.reset()
                 _load(way, lab, scenario.options)
-                results[way] = [run_case(lab, sidecar, case) for case in scenario.cases]
+                # A fresh Envoy per way: nothing a broken ruleset left open is logged for the next.
+                workdir = Path(tmp) / f"{scenario.name}-{way}"
+                workdir.mkdir()
+                with sidecar(lab, envoy, workdir) as envoy_in_pod:
+                    results[way] = [run_case(lab, envoy_in_pod, case) for case in scenario.cases]
             for i, case in enumerate(scenario.cases):
                 problems = verdict(case, {way: results[way][i] for way in WAYS})
                 total += 1
