@@ -602,11 +602,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which(args.envoy) is None:
         print(f"e2e: --envoy {args.envoy}: not an executable", file=sys.stderr)
         return 2
-    # SIGTERM and SIGHUP unwind like Ctrl-C: the namespaces and Envoy go on every exit.
+    # SIGTERM and SIGHUP unwind like Ctrl-C: the namespaces and Envoy go on every exit. SIGINT
+    # too when started from a shell that ignores it (a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
-    held, total = run(args.envoy, chosen)
+    try:
+        held, total = run(args.envoy, chosen)
+    except KeyboardInterrupt:
+        print("e2e: interrupted; its namespaces and Envoy are gone", file=sys.stderr)
+        return 130
+    except (RuntimeError, subprocess.SubprocessError) as exc:  # the lab or Envoy could not run, not a verdict
+        print(f"e2e: error: {exc}", file=sys.stderr)
+        return 1
     print(f"e2e: {held}/{total} cases hold")
     return 0 if held == total else 1
 
