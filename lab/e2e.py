@@ -447,22 +447,15 @@ def _load(way: str, lab: nl.PodWorld, options: dict[str, str]) -> None:
 # --------------------------------------------------------------------------- running
 
 
-class Sidecar:
-    """Envoy in the pod namespace, as UID 1500 with no capabilities; its access log."""
+ENVOY_FLAGS = ("--concurrency", "1", "--disable-hot-restart", "--file-flush-interval-msec", "20", "--log-level", "warning")
 
-    def __init__(self, lab: nl.PodWorld, envoy: str, workdir: Path) -> None:
-        self.lab, self.log = lab, workdir / "access.log"
-        os.chown(workdir, nl.SIDECAR_UID, nl.SIDECAR_UID)
-        config = workdir / "envoy.json"
-        config.write_text(json.dumps(envoy_config(str(self.log))))
-        self.stderr = (workdir / "envoy.stderr").open("w")
-        self.proc = lab.pod.popen(
-            ["setpriv", f"--reuid={nl.SIDECAR_UID}", f"--regid={nl.SIDECAR_UID}", "--clear-groups",
-             "--inh-caps=-all", "--bounding-set=-all", envoy, "-c", str(config), "--concurrency", "1",
-             "--disable-hot-restart", "--file-flush-interval-msec", "20", "--log-level", "warning"],
-            stdout=subprocess.DEVNULL, stderr=self.stderr)
-        self.stderr_path = workdir / "envoy.stderr"
-        self.sentinels = 0
+
+class Sidecar:
+    """A running Envoy with envoy_config()'s listeners, seen from the pod: its admin, its
+    sentinel and its access log. `problem()` says why it is not running, or None."""
+
+    def __init__(self, lab: nl.PodWorld, log: Path, problem: Callable[[], str | None]) -> None:
+        self.lab, self.log, self.problem, self.sentinels = lab, log, problem, 0
 
     def wait_ready(self) -> None:
         for _ in range(READY_ATTEMPTS):
@@ -472,11 +465,11 @@ class Sidecar:
                 self.mark()
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"Envoy's admin is not /ready after {READY_ATTEMPTS} attempts: {self.stderr_path.read_text()}")
+        raise RuntimeError(f"Envoy's admin is not /ready after {READY_ATTEMPTS} attempts: {self.problem()}")
 
     def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"Envoy exited ({self.proc.returncode}): {self.stderr_path.read_text()[-3000:]}")
+        if (problem := self.problem()) is not None:
+            raise RuntimeError(problem)
 
     def mark(self) -> list[Entry]:
         """Connect to the sentinel, wait for its entry; the entries logged since the last one."""
@@ -495,26 +488,39 @@ class Sidecar:
                 raise RuntimeError(f"Envoy did not log its sentinel within {LOG_WAIT} s")
             time.sleep(0.02)
 
-    def stop(self) -> None:  # the namespace's end kills it anyway (netlab._kill_all)
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.stderr.close()
+
+def write_config(workdir: Path, log: str) -> Path:
+    """Envoy's config in a directory UID 1500 owns (it writes its access log there)."""
+    os.chown(workdir, nl.SIDECAR_UID, nl.SIDECAR_UID)
+    config = workdir / "envoy.json"
+    config.write_text(json.dumps(envoy_config(log)))
+    return config
 
 
 @contextlib.contextmanager
 def sidecar(lab: nl.PodWorld, envoy: str, workdir: Path) -> Iterator[Sidecar]:
-    """Envoy started, /ready and its sentinel logged; stopped on exit."""
-    running = Sidecar(lab, envoy, workdir)
+    """Envoy in the pod namespace as UID 1500 with no capabilities, /ready and its sentinel
+    logged; stopped on exit (the namespace's end would kill it anyway, netlab._kill_all)."""
+    config = write_config(workdir, str(workdir / "access.log"))
+    stderr = workdir / "envoy.stderr"
+    with stderr.open("w") as err:
+        proc = lab.pod.popen(
+            ["setpriv", f"--reuid={nl.SIDECAR_UID}", f"--regid={nl.SIDECAR_UID}", "--clear-groups",
+             "--inh-caps=-all", "--bounding-set=-all", envoy, "-c", str(config), *ENVOY_FLAGS],
+            stdout=subprocess.DEVNULL, stderr=err)
     try:
+        running = Sidecar(lab, workdir / "access.log",
+                          lambda: None if proc.poll() is None else f"Envoy exited ({proc.returncode}): {stderr.read_text()[-3000:]}")
         running.wait_ready()
         yield running
     finally:
-        running.stop()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
 
 
 _READY = "GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -530,10 +536,17 @@ def connect(ns: nl.Netns, uid: int, conns: list[dict[str, Any]]) -> list[dict[st
     return out
 
 
-def run_case(lab: nl.PodWorld, sidecar: Sidecar, case: Case) -> Result:
-    ns = lab.pod if case.side == "pod" else lab.world
+Client = Callable[["Case", dict[str, Any]], dict[str, str]]  # opens a case's connection
+
+
+def lab_client(lab: nl.PodWorld) -> Client:
+    """Each case's connection from its namespace, as its UID."""
+    return lambda case, conn: connect(lab.pod if case.side == "pod" else lab.world, case.uid, [conn])[0]
+
+
+def run_case(client: Client, sidecar: Sidecar, case: Case) -> Result:
     send = _READY if case.answer == "admin" else None
-    got = connect(ns, case.uid, [{"dst": case.dst, "port": case.port, "send": send}])[0]
+    got = client(case, {"dst": case.dst, "port": case.port, "send": send})
     entries = sidecar.mark()
     return Result(got.get("local"), got.get("reply"), got.get("error"), tuple(entries))
 
@@ -577,7 +590,7 @@ def run(envoy: str, scenarios: Sequence[Scenario], out: Callable[[str], None] = 
                 workdir = Path(tmp) / f"{scenario.name}-{way}"
                 workdir.mkdir()
                 with sidecar(lab, envoy, workdir) as envoy_in_pod:
-                    results[way] = [run_case(lab, envoy_in_pod, case) for case in scenario.cases]
+                    results[way] = [run_case(lab_client(lab), envoy_in_pod, case) for case in scenario.cases]
             for i, case in enumerate(scenario.cases):
                 problems = verdict(case, {way: results[way][i] for way in WAYS})
                 total += 1
