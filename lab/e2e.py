@@ -572,8 +572,10 @@ def verdict(case: Case, results: dict[str, Result]) -> list[str]:
     return problems
 
 
-def run(envoy: str, scenarios: Sequence[Scenario], out: Callable[[str], None] = print) -> tuple[int, int]:
-    """Every case of every scenario in every way; one line per case. (held, total)."""
+def run(envoy: str, scenarios: Sequence[Scenario], kube_image: str | None = None,
+        out: Callable[[str], None] = print) -> tuple[int, int]:
+    """Every case of every scenario in every way, then with `kube_image` the pod's cases
+    (lab/e2e_kube.py); one line per case. (held, total)."""
     held = total = 0
     listeners = [nl.Listener(f"app:{p}", p) for p in (APP_PORT, OTHER_APP_PORT)] + [
         nl.Listener(f"pod:{p}", p) for p in (nl.PROMETHEUS_PORT, *nl.HEALTH_PORTS, nl.HEALTHCHECK_PORT)]
@@ -597,6 +599,11 @@ def run(envoy: str, scenarios: Sequence[Scenario], out: Callable[[str], None] = 
                 held += not problems
                 out(f"{'ok  ' if not problems else 'FAIL'} {scenario.name}: {case.name}"
                     + ("" if not problems else "\n       " + "\n       ".join(problems)))
+        if kube_image:
+            from lab import e2e_kube
+
+            kube_held, kube_total = e2e_kube.run(lab, kube_image, Path(envoy), Path(tmp) / "kube", out)
+            held, total = held + kube_held, total + kube_total
     return held, total
 
 
@@ -611,6 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--envoy", required=True, help="the envoy binary (scripts/test-e2e installs it)")
     parser.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS],
                         help="run only these scenarios (default: all)")
+    parser.add_argument("--kube-image", metavar="IMAGE",
+                        help="also run the pod with podman kube play, the init container from IMAGE (lab/e2e_kube.py)")
     args = parser.parse_args(argv)
     if shutil.which(args.envoy) is None:
         print(f"e2e: --envoy {args.envoy}: not an executable", file=sys.stderr)
@@ -622,7 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
     try:
-        held, total = run(args.envoy, chosen)
+        held, total = run(args.envoy, chosen, args.kube_image)
     except KeyboardInterrupt:
         print("e2e: interrupted; its namespaces and Envoy are gone", file=sys.stderr)
         return 130

@@ -100,3 +100,18 @@ def test_envoy_has_fsms_listeners_with_the_original_destination_filter() -> None
             assert ports[host, port] == ["envoy.filters.listener.original_dst"]
     (original_dst,) = [c for c in config["static_resources"]["clusters"] if c["type"] == "ORIGINAL_DST"]
     assert original_dst["lb_policy"] == "CLUSTER_PROVIDED"
+
+
+def test_the_pod_is_shaped_like_fsms_injectors() -> None:
+    from pathlib import Path
+
+    from lab import e2e_kube
+
+    spec = e2e_kube.manifest("p", "img", Path("/venv/envoy/_bin/envoy"), Path("/w"), "iptables-restore --noflush <<EOF\nEOF\n")["spec"]
+    (init,) = spec["initContainers"]
+    assert init["command"] == ["/bin/sh"] and init["args"][0] == "-c"
+    assert init["securityContext"] == {"runAsUser": 0, "runAsNonRoot": False,
+                                       "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}
+    users = {c["name"]: (c["securityContext"]["runAsUser"], c["securityContext"]["capabilities"]) for c in spec["containers"]}
+    assert users == {"sidecar": (nl.SIDECAR_UID, {"drop": ["ALL"]}), "app": (e2e.APP_UID, {"drop": ["ALL"]})}
+    assert spec["hostNetwork"] is True  # the lab's pod namespace, podman started in it by nsenter
