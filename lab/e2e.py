@@ -1,6 +1,7 @@
 """End to end with a real sidecar: Envoy, FSM's listeners, traffic judged by its access log.
 
-`python -m lab.e2e --envoy PATH` (scripts/test-e2e installs Envoy and runs this) builds
+`python -m lab.e2e --envoy PATH [--kube-image IMAGE]` (scripts/test-e2e installs Envoy and
+runs this; the pod of `--kube-image` is lab/e2e_kube.py's) builds
 lab/netlab.py's pod and world, starts Envoy in the pod as UID 1500 with no capabilities, with
 FSM's listeners (outbound 15001 and inbound 15003, each with the original_dst listener filter;
 admin on 127.0.0.1:15000), and for each scenario below loads the redirect three ways:
@@ -51,7 +52,6 @@ OTHER_APP_PORT = 9090  # the inbound port the exclusion scenarios exclude
 SENTINEL_PORT = 15999  # Envoy's marker listener, on 127.0.0.1 only
 SERVICE_VIP, SERVICE_VIP6 = "10.96.0.10", "fd96::10"  # the pod's own service, mapped by Envoy to the pod IP
 EXCLUDED_NET, EXCLUDED_DST = "198.51.100.0/24", "198.51.100.10"
-WORLD_PORTS = (80, 5432, 15000)
 EXCLUDED_PORT = 5432
 CLIENT_TIMEOUT = 10.0  # a hang guard for one connection; every answer comes at once
 LOG_WAIT = 60.0  # a hang guard for Envoy writing the sentinel's entry (every 20 ms it flushes)
@@ -572,6 +572,11 @@ def verdict(case: Case, results: dict[str, Result]) -> list[str]:
     return problems
 
 
+def line(label: str, case: Case, problems: Sequence[str]) -> str:
+    """A case's line: ok, or FAIL and each problem indented below it."""
+    return f"{'FAIL' if problems else 'ok  '} {label}: {case.name}" + "".join(f"\n       {p}" for p in problems)
+
+
 def run(envoy: str, scenarios: Sequence[Scenario], kube_image: str | None = None,
         out: Callable[[str], None] = print) -> tuple[int, int]:
     """Every case of every scenario in every way, then with `kube_image` the pod's cases
@@ -597,8 +602,7 @@ def run(envoy: str, scenarios: Sequence[Scenario], kube_image: str | None = None
                 problems = verdict(case, {way: results[way][i] for way in WAYS})
                 total += 1
                 held += not problems
-                out(f"{'ok  ' if not problems else 'FAIL'} {scenario.name}: {case.name}"
-                    + ("" if not problems else "\n       " + "\n       ".join(problems)))
+                out(line(scenario.name, case, problems))
         if kube_image:
             from lab import e2e_kube
 

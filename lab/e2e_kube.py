@@ -155,6 +155,5 @@ def run(lab: nl.PodWorld, image: str, envoy: Path, workdir: Path, out: Callable[
             problems = e2e.judge(case, e2e.run_case(exec_client(lab, name), sidecar, case))
             total += 1
             held += not problems
-            out(f"{'ok  ' if not problems else 'FAIL'} kube: {case.name}"
-                + ("" if not problems else "\n       " + "\n       ".join(problems)))
+            out(e2e.line("kube", case, problems))
     return held, total
