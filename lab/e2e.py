@@ -489,6 +489,16 @@ class Sidecar:
             time.sleep(0.02)
 
 
+def check_unprivileged(pid: int) -> None:
+    """The sidecar's process is UID and GID 1500 throughout, with no capability at all: what
+    the rules' skuid match and FSM's securityContext assume."""
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+    ids = {status["Uid"].split()[i] for i in range(4)} | {status["Gid"].split()[i] for i in range(4)}
+    caps = {key: int(status[key], 16) for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+    if ids != {str(nl.SIDECAR_UID)} or any(caps.values()):
+        raise RuntimeError(f"Envoy (pid {pid}) runs as uid {status['Uid']}, gid {status['Gid']}, capabilities {caps}")
+
+
 def write_config(workdir: Path, log: str) -> Path:
     """Envoy's config in a directory UID 1500 owns (it writes its access log there)."""
     os.chown(workdir, nl.SIDECAR_UID, nl.SIDECAR_UID)
@@ -512,6 +522,7 @@ def sidecar(lab: nl.PodWorld, envoy: str, workdir: Path) -> Iterator[Sidecar]:
         running = Sidecar(lab, workdir / "access.log",
                           lambda: None if proc.poll() is None else f"Envoy exited ({proc.returncode}): {stderr.read_text()[-3000:]}")
         running.wait_ready()
+        check_unprivileged(proc.pid)  # setpriv execs Envoy: the same process
         yield running
     finally:
         if proc.poll() is None:

@@ -149,6 +149,7 @@ def run(lab: nl.PodWorld, image: str, envoy: Path, workdir: Path, out: Callable[
             raise RuntimeError(f"after the init container the pod has {' '.join(tables) or 'no tables'}")
         sidecar = e2e.Sidecar(lab, workdir / "access.log", container_problem(f"{name}-sidecar"))
         sidecar.wait_ready()
+        e2e.check_unprivileged(int(podman("container", "inspect", "--format", "{{.State.Pid}}", f"{name}-sidecar").stdout))
         wait_app(lab)
         held = total = 0
         for case in kube_cases():

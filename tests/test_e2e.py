@@ -115,3 +115,12 @@ def test_the_pod_is_shaped_like_fsms_injectors() -> None:
     users = {c["name"]: (c["securityContext"]["runAsUser"], c["securityContext"]["capabilities"]) for c in spec["containers"]}
     assert users == {"sidecar": (nl.SIDECAR_UID, {"drop": ["ALL"]}), "app": (e2e.APP_UID, {"drop": ["ALL"]})}
     assert spec["hostNetwork"] is True  # the lab's pod namespace, podman started in it by nsenter
+
+
+def test_a_sidecar_process_with_another_uid_or_any_capability_is_refused() -> None:
+    import os
+
+    import pytest
+
+    with pytest.raises(RuntimeError, match="runs as uid"):
+        e2e.check_unprivileged(os.getpid())  # the test runner: not UID 1500 (or not without capabilities)
