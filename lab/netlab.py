@@ -349,8 +349,12 @@ table inet world {{
 
 
 @contextlib.contextmanager
-def pod_world(app_ports: Iterable[int] = DEFAULT_APP_PORTS) -> Iterator[PodWorld]:
-    """Build pod <-> world (see module docstring) with listeners running on both sides.
+def pod_world(
+    app_ports: Iterable[int] = DEFAULT_APP_PORTS, listeners: Iterable[Listener] | None = None
+) -> Iterator[PodWorld]:
+    """Build pod <-> world (see module docstring) with listeners running on both sides: in the
+    pod `listeners`, by default `pod_listeners(app_ports)` (a real sidecar takes the proxy ports
+    itself, lab/e2e.py).
 
     The pod gets no ruleset: the test loads one. Neither ip_forward nor route_localnet is
     set in the pod: REDIRECT in OUTPUT rewrites to 127.0.0.1 on `lo` (always allowed) and
@@ -395,7 +399,7 @@ def pod_world(app_ports: Iterable[int] = DEFAULT_APP_PORTS) -> Iterator[PodWorld
         world.run(["ip", "-6", "route", "add", "local", "::/0", "dev", "lo", "table", "100"])
         world.run(["nft", "-f", "-"], input=_WORLD_NFT)
         stack.enter_context(serve(world, WORLD_LISTENERS))
-        stack.enter_context(serve(pod, pod_listeners(app)))
+        stack.enter_context(serve(pod, pod_listeners(app) if listeners is None else listeners))
         yield PodWorld(pod, world, app)
 
 
