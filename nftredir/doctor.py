@@ -339,17 +339,14 @@ def privilege() -> Finding:
 
 def binding() -> tuple[Finding, Any]:
     """The libnftables binding and library: (finding, an Nftables or None)."""
+    from nftredir.binding import BindingMissing, open_nftables
+
     try:
-        import nftables
-    except ImportError:
-        return Finding("libnftables", PROBLEM, "the libnftables Python binding is missing",
-                       "apt-get install python3-nftables (dnf install python3-nftables), and make the venv "
-                       "with --system-site-packages"), None
-    try:
-        nft = nftables.Nftables()
-    except OSError as exc:
-        return Finding("libnftables", PROBLEM, f"libnftables could not be loaded ({exc})",
-                       "install libnftables1 (nftables-libs)"), None
+        nft = open_nftables()
+    except BindingMissing as missing:
+        return Finding("libnftables", PROBLEM, missing.problem, missing.remedy), None
+    import nftables
+
     return Finding("libnftables", OK, f"binding {os.path.dirname(nftables.__file__)}"), nft
 
 

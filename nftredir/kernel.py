@@ -95,17 +95,9 @@ class Kernel:
                 f"permission denied: {action} nftables needs CAP_NET_ADMIN in the pod's network namespace "
                 "(the kernel answers no nftables request without it); run as root"
             )
-        try:
-            import nftables
-        except ImportError:
-            raise SystemRefused(
-                "the libnftables Python binding is missing: apt-get install python3-nftables, "
-                "and create the venv with /usr/bin/python3 -m venv --system-site-packages"
-            ) from None
-        try:
-            self._nft = nftables.Nftables()
-        except OSError as exc:
-            raise SystemRefused(f"libnftables could not be loaded ({exc}): apt-get install libnftables1") from None
+        from nftredir.binding import open_nftables
+
+        self._nft = open_nftables()
         # With json output on, libnftables also reads its input as JSON (the binding's json_cmd
         # relies on it), so batches go in as JSON text and listings come back as JSON.
         self._nft.set_json_output(True)

@@ -94,6 +94,18 @@ def test_missing_binding_names_the_package_to_install(netns):
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
 
 
+def test_missing_library_is_one_line_without_the_bindings_traceback(netns):
+    # The binding's constructor opens the library; if that fails, its __del__ used to print
+    # "Exception ignored ... AttributeError" on stderr as the process exited.
+    prelude = "import nftredir.binding; nftredir.binding.SONAME = 'libnftables-absent.so.1'"
+    apply = nftredir("apply", prelude=prelude, netns=netns)
+    assert apply.returncode == 3 and apply.stderr.count("\n") == 1
+    assert "libnftables could not be loaded" in apply.stderr and "apt-get install libnftables1" in apply.stderr
+    doctor = nftredir("doctor", prelude=prelude, netns=netns)
+    assert doctor.returncode == 1 and "libnftables could not be loaded" in doctor.stdout
+    assert doctor.stderr == ""
+
+
 def test_version():
     result = nftredir("--version")
     assert result.returncode == 0 and result.stdout.startswith("nftredir ")
