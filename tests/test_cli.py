@@ -16,11 +16,16 @@ def nftredir(*argv: str, prelude: str = "", user: int | None = None, netns=None)
     return run_nftredir(*argv, prelude=prelude, user=user, netns=netns)
 
 
-def loaded_modules_after(*argv: str) -> set[str]:
-    """Which modules a command imported: the init container pays for each one at every pod start."""
-    prelude = "import atexit, json\natexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))"
-    result = nftredir(*argv, prelude=prelude)
-    return set(json.loads(result.stderr.strip().splitlines()[-1]))
+def loaded_modules_after(*argv: str, netns=None, input: str | None = None) -> set[str]:
+    """Which modules a command imported: the init container pays for each one at every pod start.
+    Any warning is an error in that run, so a run that warns does not exit 0."""
+    prelude = ("import atexit, json, warnings\nwarnings.simplefilter('error')\n"
+               "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))")
+    result = run_nftredir(*argv, prelude=prelude, netns=netns, input=input)
+    assert result.returncode == 0, result.stderr
+    *before, last = result.stderr.strip().splitlines()
+    assert before == [], f"{argv} wrote to stderr: {before}"
+    return set(json.loads(last))
 
 
 def test_help_lists_every_command_and_the_exit_codes():
@@ -45,6 +50,18 @@ def test_help_imports_neither_jinja2_nor_libnftables():
 def test_render_does_not_import_libnftables():
     modules = loaded_modules_after("render")
     assert "jinja2" in modules and "nftables" not in modules
+
+
+# What typer 0.29 (pydantic), typer with rich help, click 8.2+ beside typer's own copy, and the
+# test and benchmark extras would add to every pod start.
+HEAVY = ("rich", "pydantic", "pydantic_core", "click", "pygments", "markdown_it", "yaml", "hypothesis", "matplotlib", "numpy")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["render"], ["apply"], ["iptables-restore", "--noflush"]], ids=" ".join)
+def test_a_run_imports_nothing_heavy_and_warns_nothing(argv, netns):
+    script = nftredir("render", "--format", "iptables").stdout if argv[0] == "iptables-restore" else None
+    modules = loaded_modules_after(*argv, netns=netns, input=script)
+    assert not {m.split(".")[0] for m in modules} & set(HEAVY)
 
 
 def test_render_needs_no_root():
