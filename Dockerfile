@@ -51,18 +51,23 @@ COPY templates/ /src/templates/
 # only the environment, not the outer command line.
 # Bytecode is compiled here, validated by hash rather than mtime, so it stays
 # valid whatever the COPY below does to mtimes and nothing is written at runtime.
+# typer requires rich (and through it pygments and markdown-it, 13 MB) for rich help, which
+# nftredir turns off (rich_markup_mode=None, no pretty exceptions): they are never imported, so
+# they are removed, and TYPER_USE_RICH=0 below keeps typer from looking for them.
 # Rendering each format once stores the compiled templates (keyed by their source's
 # hash) in templates/__pycache__, so the read-only init container never compiles them.
+ARG RICH="rich pygments markdown-it-py mdurl"
 RUN set -eu; \
     if [ -n "${PIP_CERT:-}" ]; then export PIP_CERT; set -- --cert "$PIP_CERT"; \
     else unset PIP_CERT; set --; fi; \
     /opt/nftredir/bin/pip install "$@" --no-compile /src; \
-    /opt/nftredir/bin/pip uninstall -y pip setuptools >/dev/null; \
+    /opt/nftredir/bin/pip uninstall -y pip setuptools $RICH >/dev/null; \
     rm -f /opt/nftredir/bin/pip* /opt/nftredir/bin/Activate.ps1 /opt/nftredir/bin/activate.*sh; \
     find /opt/nftredir -depth -name __pycache__ -type d -exec rm -rf {} +; \
     /opt/nftredir/bin/python -m compileall -q -j 0 \
         --invalidation-mode unchecked-hash /opt/nftredir/lib; \
     /opt/nftredir/bin/python -c 'import nftables, nftredir.cli'; \
+    ! /opt/nftredir/bin/python -c 'import rich' 2>/dev/null; \
     for format in nft json iptables; do /opt/nftredir/bin/nftredir render --format "$format" >/dev/null; done; \
     test "$(ls /opt/nftredir/lib/python3*/site-packages/nftredir/templates/__pycache__ | wc -l)" -eq 4
 
@@ -84,7 +89,8 @@ COPY --from=builder /opt/nftredir /opt/nftredir
 
 ENV PATH=/opt/nftredir/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    TYPER_USE_RICH=0
 
 # FSM's injector runs `/bin/sh -c "iptables-restore --noflush <<EOF ... EOF"`: this wrapper is
 # that iptables-restore (nftredir iptables-restore; see deploy/fsm.md). Still no real iptables.

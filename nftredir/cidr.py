@@ -12,22 +12,30 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterable, Iterator, Sequence
+from functools import cache
 from operator import itemgetter, lt
-from socket import AF_INET6, inet_aton, inet_ntop, inet_pton
 from typing import NamedTuple
 
-_CIDR_RE = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})/(\d{1,3})", re.ASCII)
+# The patterns are compiled when first used (~1 ms together): a run with no CIDR needs none.
+_CIDR = r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})/(\d{1,3})"
 # The same shape, valid: octets 0-255 without leading zeros, a length 0-32. One match of this
-# is the fast path; _CIDR_RE only serves to say what is wrong with a value that fails it.
+# is the fast path; _CIDR only serves to say what is wrong with a value that fails it.
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}"
 _LENGTH = r"3[0-2]|[12]?[0-9]"
-_VALID_RE = re.compile(rf"({_IPV4})/({_LENGTH})")
+_VALID = rf"({_IPV4})/({_LENGTH})"
 # A whole list at once, one value per line (parse_many).
-_VALID_LINES_RE = re.compile(rf"(?:{_IPV4}/(?:{_LENGTH})\n)*{_IPV4}/(?:{_LENGTH})")
+_VALID_LINES = rf"(?:{_IPV4}/(?:{_LENGTH})\n)*{_IPV4}/(?:{_LENGTH})"
 # IPv6: hex groups, '::', an optional dotted tail (inet_pton judges the address itself); the
 # length is decimal without leading zeros.
-_V6_RE = re.compile(r"([0-9A-Fa-f:.]+)/(0|[1-9][0-9]{0,2})", re.ASCII)
+_V6 = r"([0-9A-Fa-f:.]+)/(0|[1-9][0-9]{0,2})"
+
+
+@cache
+def _pattern(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    return re.compile(pattern, flags)
+
+
 _ALL = 0xFFFFFFFF
 _ALL6 = (1 << 128) - 1
 NETMASKS = [~(_ALL >> length) & _ALL for length in range(33)]  # IPv4 network masks by prefix length
@@ -42,6 +50,8 @@ def dotted(value: int) -> str:
 
 def colon(value: int) -> str:
     """An IPv6 address in its canonical (RFC 5952) text."""
+    from socket import AF_INET6, inet_ntop  # socket is imported only when an address is converted
+
     return inet_ntop(AF_INET6, value.to_bytes(16, "big"))
 
 
@@ -80,14 +90,16 @@ def parse(text: str) -> Cidr:
 
     Raises ValueError saying what is wrong.
     """
-    valid = _VALID_RE.fullmatch(text)
+    from socket import inet_aton
+
+    valid = _pattern(_VALID).fullmatch(text)
     if valid is not None:
         address, length = valid.groups()
         prefixlen = int(length)
         return Cidr(int.from_bytes(inet_aton(address), "big") & NETMASKS[prefixlen], prefixlen)
     if ":" in text:
         return parse_ipv6(text)
-    match = _CIDR_RE.fullmatch(text)
+    match = _pattern(_CIDR, re.ASCII).fullmatch(text)
     if match is None:
         raise ValueError("expected a.b.c.d/len, such as 10.0.0.0/8")
     *octets, length = match.groups()
@@ -108,8 +120,10 @@ def parse_many(texts: Sequence[str]) -> list[Cidr] | None:
     the addresses are converted in one struct call, so no value is matched twice.
     """
     joined = "\n".join(texts)
-    if not texts or joined.count("\n") != len(texts) - 1 or not _VALID_LINES_RE.fullmatch(joined):
+    if not texts or joined.count("\n") != len(texts) - 1 or not _pattern(_VALID_LINES).fullmatch(joined):
         return None
+    from socket import inet_aton
+
     parts = [text.partition("/") for text in texts]
     addresses = struct.unpack(f">{len(parts)}I", b"".join([inet_aton(address) for address, _, _ in parts]))
     new = tuple.__new__  # Cidr's own __new__ is a Python function; this skips it
@@ -124,7 +138,7 @@ def parse_ipv6(text: str) -> Cidr:
     so either would silently match nothing."""
     if "%" in text:
         raise ValueError("zone ids ('%...') are not allowed in a range")
-    match = _V6_RE.fullmatch(text)
+    match = _pattern(_V6, re.ASCII).fullmatch(text)
     if match is None:
         raise ValueError("expected an IPv6 addr/len, such as fd00::/8 (the length in decimal, no leading zeros)")
     address, length = match.groups()
@@ -132,6 +146,8 @@ def parse_ipv6(text: str) -> Cidr:
     if prefixlen > 128:
         raise ValueError(f"prefix length {prefixlen} is over 128")
     try:
+        from socket import AF_INET6, inet_pton
+
         value = int.from_bytes(inet_pton(AF_INET6, address), "big")
     except OSError:
         raise ValueError(f"{address!r} is not an IPv6 address") from None

@@ -6,9 +6,7 @@ nftredir.kernel, which import jinja2 and libnftables only when a command needs t
 
 from __future__ import annotations
 
-import errno
 import functools
-import gc
 import inspect
 import os
 import sys
@@ -19,7 +17,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from nftredir.config import OPTIONS, Config, Item, build_config
-from nftredir.errors import EXIT_BROKEN_PIPE, EXIT_INTERNAL, NftredirError, OutputError
+from nftredir.runner import kernel as _kernel, run, table_source as _table_source
 from nftredir.sources.environment import variable
 
 
@@ -151,17 +149,6 @@ Timeout = Annotated[
     typer.Option("--timeout", metavar="S", min=0.05, max=60.0,
                  help="validate: seconds each test connection may take. [default: 0.5]"),
 ]
-
-
-def _kernel(verbose: bool, write: bool = True):  # -> nftredir.kernel.Kernel
-    from nftredir.kernel import Kernel
-
-    trace = (lambda message: print(f"nftredir: {message}", file=sys.stderr)) if verbose else None
-    return Kernel(trace=trace, write=write)
-
-
-def _table_source(config: Config) -> str:
-    return str(config.sources.get("table", "the table name (default)"))
 
 
 @app.command()
@@ -431,16 +418,9 @@ def iptables_restore(
 
     Example: nftredir render --format iptables --outbound-port-exclusion-list 6379 | nftredir iptables-restore --test
     """
-    from nftredir.ownership import refuse_unless_ours
-    from nftredir.render import render
-    from nftredir.sources.mesh_script import script_config
+    from nftredir.restore import restore
 
-    config = script_config(file, os.environ)
-    kernel = _kernel(verbose)
-    refuse_unless_ours(kernel, config.table, _table_source(config), "replace")
-    kernel.send(render(config, "json"), dry_run=test)
-    if test:
-        print(f"test: the kernel accepted the ruleset for table inet {config.table}; nothing was committed", file=sys.stderr)
+    restore(file, test, verbose)
 
 
 @app.command()
@@ -527,31 +507,6 @@ def _global_options(
     pass
 
 
-class _Output:
-    """Standard output whose write failures (a full disk, a closed descriptor) become one-line
-    errors instead of a traceback at exit."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    def _guard(self, call: Callable[[], Any]) -> Any:
-        if self._stream is None:
-            raise OutputError(errno.EBADF, "standard output is closed")
-        try:
-            return call()
-        except OSError as exc:
-            raise OutputError(exc.errno, exc.strerror or str(exc)) from None
-
-    def write(self, text: str) -> int:
-        return self._guard(lambda: self._stream.write(text))
-
-    def flush(self) -> None:
-        self._guard(lambda: self._stream.flush())
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
 def _only_the_invoked_command(argv: list[str]) -> None:
     """Keep only the command this run invokes, so typer builds one command's click objects,
     not every command's: an init container pays for each at every pod start. Without a known
@@ -564,38 +519,7 @@ def _only_the_invoked_command(argv: list[str]) -> None:
 
 def main() -> None:
     """Entry point: every failure becomes one line on stderr and a documented exit code."""
-    # A run is short and its data is freed by reference counting; the cycle collector would only
-    # walk a 50,000-range list again and again while it is built (a third of the bulk path's time).
-    gc.disable()
-    stdout = sys.stdout
-    sys.stdout = _Output(stdout)  # type: ignore[assignment]
-    try:
-        try:
-            _only_the_invoked_command(sys.argv[1:])
-            app()
-            code: Any = 0
-        except SystemExit as exc:
-            code = exc.code
-        sys.stdout.flush()
-    except OutputError as exc:
-        if stdout is not None:  # what is still buffered goes nowhere, so exit cannot fail again
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
-        if exc.errno == errno.EPIPE:
-            code = EXIT_BROKEN_PIPE  # the reader went away (`| head`): not worth a message
-        else:
-            print(f"nftredir: error: cannot write to standard output: {exc.strerror}", file=sys.stderr)
-            code = exc.exit_code
-    except NftredirError as exc:
-        print(f"nftredir: error: {exc}", file=sys.stderr)
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        code = 130
-    except Exception as exc:  # a bug: still one line, and an exit code no script reads as "different"
-        print(f"nftredir: internal error: {type(exc).__name__}: {exc} (please report this)", file=sys.stderr)
-        code = EXIT_INTERNAL
-    finally:
-        sys.stdout = stdout
-    sys.exit(code)
+    run(lambda: (_only_the_invoked_command(sys.argv[1:]), app()))
 
 
 if __name__ == "__main__":

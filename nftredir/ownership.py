@@ -7,15 +7,15 @@ of that name, if there is one, must carry the mark, or be a table an nftredir fr
 mark made: no mark, exactly nftredir's chains, and no set or other object nftredir does not
 make. Anything else is another tool's table, and is refused with nothing sent.
 
-The usual case, nftredir's own table, is known from two netlink requests (the mark, the
-table's flags); only another table is listed, which fetches every set element first.
+The usual cases are known over netlink: no table (a new pod) from one request, nftredir's own
+table from two (its flags, the mark); only another table is listed, which fetches every set
+element first.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from nftredir import netlink_table
 from nftredir.errors import ConfigError, SystemRefused
 from nftredir.kernel import table_header
 
@@ -69,20 +69,33 @@ def check(text: str | None, table: str, source: object, chain_names: set[str], a
         )
 
 
-def is_marked(table: str) -> bool:
-    """Whether `inet <table>` exists, carries the mark, and is held by no process (`flags
-    owner`). False says only "look closer": no such table, or the kernel refused to say."""
+def _netlink_verdict(table: str) -> str:
+    """"ours": `inet <table>` carries the mark and is held by no process (`flags owner`);
+    "absent": there is no such table; "look closer": anything else, or the kernel refused to say."""
+    from nftredir import netlink_table  # not for render, which imports MARK from here
+
     try:
         held = netlink_table.read_table("inet", table).flags & netlink_table.OWNER
-        return not held and netlink_table.has_counter("inet", table, MARK)
+    except FileNotFoundError:
+        return "absent"
     except OSError:
-        return False
+        return "look closer"
+    try:
+        return "ours" if not held and netlink_table.has_counter("inet", table, MARK) else "look closer"
+    except OSError:
+        return "look closer"
+
+
+def is_marked(table: str) -> bool:
+    """Whether `inet <table>` exists, carries the mark, and is held by no process."""
+    return _netlink_verdict(table) == "ours"
 
 
 def refuse_unless_ours(kernel: Any, table: str, source: object, action: str) -> None:
     """Before `action` ("replace", "delete"): the live `inet <table>`, if any, must be nftredir's.
-    `kernel` is a nftredir.kernel.Kernel; `source` is where the table name came from."""
-    if is_marked(table):
+    `kernel` is a nftredir.kernel.Kernel; `source` is where the table name came from.
+    A new pod has no table: one netlink request says so, and nothing is listed."""
+    if _netlink_verdict(table) != "look closer":
         return
     from nftredir.render import owned_chains  # render imports MARK from here
 

@@ -91,3 +91,15 @@ def test_ipv6_exclusion_cidrs_have_the_same_shape_and_leave_the_targets_alone() 
     assert [n for n in nets if excluded in n] == [PROBE_CIDR6]
     assert not any(redirected in n for n in nets)
     assert exclusion_cidrs(1_000) == exclusion_cidrs(1_000, version=4)  # IPv4 unchanged
+
+
+def test_the_podman_phase_runs_fsm_s_exact_command(tmp_path) -> None:
+    """bench/podman.py's command is the one the tests run as FSM's (tests/fsm_command.py)."""
+    from bench.podman import fsm_command as bench_command
+    from nftredir.config import Config
+    from nftredir.render import render
+    from tests.fsm_command import fsm_command
+
+    rules = tmp_path / "fsm.rules"
+    rules.write_text(render(Config(), "iptables"))
+    assert bench_command(rules) == fsm_command(Config())

@@ -9,18 +9,23 @@ import sys
 
 import pytest
 
-from lab.netlab import run_nftredir
+from lab.netlab import REPO, run_nftredir
 
 
 def nftredir(*argv: str, prelude: str = "", user: int | None = None, netns=None) -> subprocess.CompletedProcess[str]:
     return run_nftredir(*argv, prelude=prelude, user=user, netns=netns)
 
 
-def loaded_modules_after(*argv: str) -> set[str]:
-    """Which modules a command imported: the init container pays for each one at every pod start."""
-    prelude = "import atexit, json\natexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))"
-    result = nftredir(*argv, prelude=prelude)
-    return set(json.loads(result.stderr.strip().splitlines()[-1]))
+def loaded_modules_after(*argv: str, netns=None, input: str | None = None) -> set[str]:
+    """Which modules a command imported: the init container pays for each one at every pod start.
+    Any warning is an error in that run, so a run that warns does not exit 0."""
+    prelude = ("import atexit, json, warnings\nwarnings.simplefilter('error')\n"
+               "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))")
+    result = run_nftredir(*argv, prelude=prelude, netns=netns, input=input)
+    assert result.returncode == 0, result.stderr
+    *before, last = result.stderr.strip().splitlines()
+    assert before == [], f"{argv} wrote to stderr: {before}"
+    return set(json.loads(last))
 
 
 def test_help_lists_every_command_and_the_exit_codes():
@@ -45,6 +50,18 @@ def test_help_imports_neither_jinja2_nor_libnftables():
 def test_render_does_not_import_libnftables():
     modules = loaded_modules_after("render")
     assert "jinja2" in modules and "nftables" not in modules
+
+
+# What typer 0.29 (pydantic), typer with rich help, click 8.2+ beside typer's own copy, and the
+# test and benchmark extras would add to every pod start.
+HEAVY = ("rich", "pydantic", "pydantic_core", "click", "pygments", "markdown_it", "yaml", "hypothesis", "matplotlib", "numpy")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["render"], ["apply"], ["iptables-restore", "--noflush"]], ids=" ".join)
+def test_a_run_imports_nothing_heavy_and_warns_nothing(argv, netns):
+    script = nftredir("render", "--format", "iptables").stdout if argv[0] == "iptables-restore" else None
+    modules = loaded_modules_after(*argv, netns=netns, input=script)
+    assert not {m.split(".")[0] for m in modules} & set(HEAVY)
 
 
 def test_render_needs_no_root():
@@ -119,3 +136,34 @@ def test_the_installed_package_renders_outside_the_source_tree():
     )
     assert result.returncode == 0, result.stderr
     assert "table inet nftredir {" in result.stdout
+
+
+def fast_restore(*argv: str, netns, input: str | None = None, prelude: str = "") -> subprocess.CompletedProcess[str]:
+    """The image's iptables-restore (nftredir-iptables-restore), as FSM's command runs it."""
+    code = f"import sys\n{prelude}\nsys.argv = ['nftredir-iptables-restore', *{list(argv)!r}]\nfrom nftredir.restore import main\nmain()\n"
+    return subprocess.run(netns.argv([sys.executable, "-c", code]), capture_output=True, text=True, input=input,
+                          cwd=REPO, timeout=120)
+
+
+def test_the_image_iptables_restore_applies_fsm_script_without_typer(netns):
+    prelude = ("import atexit, json, warnings\nwarnings.simplefilter('error')\n"
+               "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))")
+    script = nftredir("render", "--format", "iptables", "--outbound-port-exclusion-list", "6379").stdout
+    result = fast_restore("--noflush", netns=netns, input=script, prelude=prelude)
+    assert result.returncode == 0, result.stderr
+    modules = {m.split(".")[0] for m in json.loads(result.stderr.strip().splitlines()[-1])}
+    assert "typer" not in modules and not modules & set(HEAVY)
+    fast = netns.list_table()
+    assert "6379" in fast
+    assert run_nftredir("iptables-restore", "--noflush", netns=netns, input=script).returncode == 0
+    assert netns.list_table() == fast  # the typer command leaves the very same table
+
+
+def test_the_image_iptables_restore_hands_any_other_argument_to_the_cli(netns):
+    usage = fast_restore("--help", netns=netns)
+    assert usage.returncode == 0 and "Apply a mesh's `iptables-restore` redirection script" in usage.stdout
+    for argv in (["--bogus"], ["-nt"], ["a", "b"]):
+        result = fast_restore(*argv, netns=netns, input="")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (argv, result.stderr)
+    bad = fast_restore("--noflush", netns=netns, input="*filter\nCOMMIT\n")
+    assert bad.returncode == 2 and bad.stderr.startswith("nftredir: error: <stdin>:1: '*filter'") and bad.stderr.count("\n") == 1

@@ -250,3 +250,33 @@ def test_refuses_binary_garbage():
         read_mesh_script(b"*nat\n\xff\xfe\x00garbage\nCOMMIT\n", "<stdin>")
     with pytest.raises(ConfigError, match=r"^<stdin>:2: .*control character"):
         read_mesh_script(b"*nat\n-A OUTPUT\x00 -j RETURN\nCOMMIT\n", "<stdin>")
+
+
+def _parsed_or_refused(script: str):
+    from nftredir.sources.iptables_restore import parse
+
+    try:
+        return parse(script.encode(), "<stdin>").chains
+    except ConfigError as exc:
+        return str(exc)
+
+
+@given(st.one_of(cidrs, st.sampled_from(["010.0.0.0/8", "10.0.0.0/33", "256.0.0.0/8", "fd00::/8", "10.0.0.0", "10.0.0.0/08", ""])),
+       st.sampled_from(["RETURN", "ACCEPT", "REDIRECT"]),
+       st.sampled_from(["FSM_PROXY_OUTBOUND", "OUTPUT", "UNDECLARED"]),
+       st.sampled_from(["-A {c} -d {d} -j {t}", "-A {c}  -d {d} -j {t}", "-A {c} -d {d} -j {t} ", "-A\t{c} -d {d} -j {t}",
+                        '-A {c} -d "{d}" -j {t}', "-I {c} -d {d} -j {t}", "-A {c} ! -d {d} -j {t}"]))
+@settings(max_examples=300, deadline=None)
+def test_an_exclusion_line_reads_as_the_general_parser_reads_it(dst, target, chain, shape):
+    """The shortcut for FSM's `-A CHAIN -d CIDR -j RETURN` lines makes exactly the rule, or the
+    refusal, that the general parser makes of the same line."""
+    from nftredir.sources import iptables_restore
+
+    script = f"*nat\n:FSM_PROXY_OUTBOUND - [0:0]\n{shape.format(c=chain, d=dst, t=target)}\nCOMMIT\n"
+    fast = _parsed_or_refused(script)
+    shortcut, iptables_restore._exclusion = iptables_restore._exclusion, lambda *args: None
+    try:
+        general = _parsed_or_refused(script)
+    finally:
+        iptables_restore._exclusion = shortcut
+    assert fast == general
