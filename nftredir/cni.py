@@ -223,7 +223,8 @@ def delete(data: dict[str, Any], plugin: PluginConfig, environ: Mapping[str, str
     _require(environ, "CNI_CONTAINERID")
     config = build_config({"table": plugin.options["table"]} if "table" in plugin.options else {})
     if not _enter(environ):
-        log(f"nothing to delete: CNI_NETNS {environ.get('CNI_NETNS', '')!r} is gone")
+        netns = environ.get("CNI_NETNS", "")
+        log(f"nothing to delete: CNI_NETNS {netns!r} is gone" if netns else "nothing to delete: no CNI_NETNS (the runtime's namespace is already gone)")
         return ""
     kernel = _kernel()
     try:

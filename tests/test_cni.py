@@ -251,6 +251,7 @@ def test_del_succeeds_when_the_namespace_is_gone_or_not_given():
     for netns_path in ("/run/netns/none-such", ""):
         done = run_plugin("DEL", network_config(), CNI_NETNS=netns_path)
         assert (done.returncode, done.stdout) == (0, "")
+        assert ("'/run/netns/none-such' is gone" if netns_path else "no CNI_NETNS") in done.stderr
 
 
 def test_del_does_not_need_prev_result_or_valid_option_values():
