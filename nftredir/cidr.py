@@ -50,7 +50,7 @@ def dotted(value: int) -> str:
 
 def colon(value: int) -> str:
     """An IPv6 address in its canonical (RFC 5952) text."""
-    from socket import AF_INET6, inet_ntop  # socket is imported only when an address is converted
+    from _socket import AF_INET6, inet_ntop  # imported only when an address is converted; not socket, ~1.5 ms
 
     return inet_ntop(AF_INET6, value.to_bytes(16, "big"))
 
@@ -90,7 +90,7 @@ def parse(text: str) -> Cidr:
 
     Raises ValueError saying what is wrong.
     """
-    from socket import inet_aton
+    from _socket import inet_aton
 
     valid = _pattern(_VALID).fullmatch(text)
     if valid is not None:
@@ -122,7 +122,7 @@ def parse_many(texts: Sequence[str]) -> list[Cidr] | None:
     joined = "\n".join(texts)
     if not texts or joined.count("\n") != len(texts) - 1 or not _pattern(_VALID_LINES).fullmatch(joined):
         return None
-    from socket import inet_aton
+    from _socket import inet_aton
 
     parts = [text.partition("/") for text in texts]
     addresses = struct.unpack(f">{len(parts)}I", b"".join([inet_aton(address) for address, _, _ in parts]))
@@ -146,7 +146,7 @@ def parse_ipv6(text: str) -> Cidr:
     if prefixlen > 128:
         raise ValueError(f"prefix length {prefixlen} is over 128")
     try:
-        from socket import AF_INET6, inet_pton
+        from _socket import AF_INET6, inet_pton
 
         value = int.from_bytes(inet_pton(AF_INET6, address), "big")
     except OSError:

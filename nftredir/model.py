@@ -23,7 +23,7 @@ import json
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from socket import inet_aton
+from _socket import inet_aton  # not socket: see netlink_table
 from typing import Any
 
 from nftredir import cidr
