@@ -201,12 +201,38 @@ def ruleset_lines(ruleset: Ruleset | None, order: Ruleset | None = None) -> list
 def unified(live: Ruleset | None, desired: Ruleset, context: int = 3) -> str:
     """A unified diff in nft syntax, `-` live and `+` desired; empty when they are identical."""
     live_name = f"live: table {FAMILY} {desired.table}" + ("" if live is not None else " (absent)")
-    lines = difflib.unified_diff(
-        ruleset_lines(live, desired), ruleset_lines(desired), fromfile=live_name,
-        tofile=f"desired: table {FAMILY} {desired.table}", lineterm="", n=context,
+    lines = unified_lines(
+        ruleset_lines(live, desired), ruleset_lines(desired), live_name, f"desired: table {FAMILY} {desired.table}", context
     )
     text = "\n".join(lines)
     return text + "\n" if text else ""
+
+
+def unified_lines(a: list[str], b: list[str], fromfile: str, tofile: str, context: int) -> list[str]:
+    """difflib.unified_diff of a and b, with their common head and tail (all but `context` lines
+    of each) left out of difflib's matcher and the hunks' line numbers put back: one changed
+    element of 50,000 costs the matcher ~60-100 ms over the whole 100,000 lines, ~0 over the rest."""
+    size = min(len(a), len(b))
+    head = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), size)
+    tail = next((i for i, (x, y) in enumerate(zip(reversed(a), reversed(b))) if x != y or i >= size - head), size - head)
+    start = max(0, head - context)
+    a_end, b_end = len(a) - max(0, tail - context), len(b) - max(0, tail - context)
+    out = list(difflib.unified_diff(a[start:a_end], b[start:b_end], fromfile, tofile, lineterm="", n=context))
+    for index, line in enumerate(out):
+        if line.startswith("@@ "):
+            out[index] = _shift_hunk_header(line, start)
+    return out
+
+
+def _shift_hunk_header(header: str, offset: int) -> str:
+    """`@@ -A[,N] +B[,M] @@` with A and B moved by offset (difflib's numbers are linear in it)."""
+    _, old, new, _ = header.split(" ", 3)
+    return f"@@ {old[0]}{_shifted(old[1:], offset)} {new[0]}{_shifted(new[1:], offset)} @@"
+
+
+def _shifted(hunk_range: str, offset: int) -> str:
+    first, comma, length = hunk_range.partition(",")
+    return f"{int(first) + offset}{comma}{length}"
 
 
 @dataclass(frozen=True)

@@ -471,3 +471,48 @@ def test_an_ipv4_interval_is_written_as_the_kernel_lists_it(pairs):
         single = nets[0] if len(nets) == 1 else None
         expected.append(f"{first}-{last}" if single is None else str(first) if single.prefixlen == 32 else str(single))
     assert model._ipv4_interval_texts(intervals) == tuple(expected)
+
+
+def _patched(a: list[str], lines: list[str]) -> list[str]:
+    """a with a unified diff's hunks applied; each hunk's header must count its own lines."""
+    out, at, index = [], 0, 2  # past the ---/+++ lines
+    while index < len(lines):
+        _, old, new, _ = lines[index].split(" ", 3)
+        old_start, _, old_len = old[1:].partition(",")
+        new_len = int(new[1:].partition(",")[2] or 1)
+        old_count = int(old_len or 1)
+        first = int(old_start) - (1 if old_count else 0)  # an empty range names the line before it
+        out += a[at:first]
+        at, index, seen_old, seen_new = first, index + 1, 0, 0
+        while index < len(lines) and not lines[index].startswith("@@ "):
+            mark, text = lines[index][0], lines[index][1:]
+            if mark in " -":
+                assert a[at] == text
+                at, seen_old = at + 1, seen_old + 1
+            if mark in " +":
+                out.append(text)
+                seen_new += 1
+            index += 1
+        assert (seen_old, seen_new) == (old_count, new_len)
+    return out + a[at:]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from("abcd"), max_size=30), st.data(), st.integers(0, 4))
+def test_the_trimmed_unified_diff_turns_live_into_desired(a, data, context):
+    b = data.draw(st.lists(st.sampled_from("abcde"), max_size=30) | st.just(list(a)))
+    if data.draw(st.booleans()) and a:  # and often a small edit of a, as drift is
+        b = list(a)
+        b.insert(data.draw(st.integers(0, len(b))), "x")
+    lines = diff.unified_lines(a, b, "live", "desired", context)
+    assert (lines == []) == (a == b)
+    if lines:
+        assert lines[:2] == ["--- live", "+++ desired"] and _patched(a, lines) == b
+
+
+def test_the_trimmed_unified_diff_of_one_changed_element_is_difflibs():
+    import difflib
+
+    a = [f"\t\t\t10.{i // 256}.{i % 256}.0/30," for i in range(5000)]
+    for b in (a[:2500] + a[2501:], a[:1] + ["\t\t\t192.0.2.0/30,"] + a[1:], a[:-1], ["x"] + a):
+        assert diff.unified_lines(a, b, "l", "d", 3) == list(difflib.unified_diff(a, b, "l", "d", lineterm="", n=3))
