@@ -474,7 +474,7 @@ def cni_command(
     if action is None:
         from nftredir.cni import main as plugin
 
-        plugin()
+        return plugin()
     from nftredir import cni_install
 
     if action is CniAction.install:

@@ -34,7 +34,6 @@ from nftredir.errors import EXIT_INTERNAL, EXIT_INVALID, EXIT_SYSTEM, ConfigErro
 if TYPE_CHECKING:
     from nftredir.cni_config import PluginConfig
     from nftredir.config import Config
-    from nftredir.kernel import Kernel
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 # The first version each command exists in; ADD and DEL are in all of them.
@@ -183,16 +182,6 @@ def _enter(environ: Mapping[str, str]) -> bool:
     return True
 
 
-def _kernel() -> Kernel:
-    from nftredir.kernel import Kernel
-
-    return Kernel()
-
-
-def _table_source(config: Config) -> str:
-    return str(config.sources.get("table", "the table name (default)"))
-
-
 def add(data: dict[str, Any], plugin: PluginConfig, environ: Mapping[str, str], log: Callable[[str], None]) -> str:
     prev = data.get("prevResult")
     if not isinstance(prev, dict):
@@ -204,12 +193,13 @@ def add(data: dict[str, Any], plugin: PluginConfig, environ: Mapping[str, str], 
     if pod is not None:
         from nftredir.ownership import refuse_unless_ours
         from nftredir.render import render
+        from nftredir.runner import kernel as door, table_source
 
         config = _config(plugin, pod, prev)
         if not _enter(environ):
             raise CniError(UNKNOWN_CONTAINER, f"CNI_NETNS {netns!r} does not exist", exit_code=EXIT_SYSTEM)
-        kernel = _kernel()
-        refuse_unless_ours(kernel, config.table, _table_source(config), "replace")
+        kernel = door(False)
+        refuse_unless_ours(kernel, config.table, table_source(config), "replace")
         kernel.send(render(config, "json"))
         log(f"applied table inet {config.table} in {netns}")
     return json.dumps(prev)  # unchanged: the next plugin, or the runtime, reads it
@@ -219,6 +209,7 @@ def delete(data: dict[str, Any], plugin: PluginConfig, environ: Mapping[str, str
     from nftredir.config import build_config
     from nftredir.ownership import refuse_unless_ours
     from nftredir.render import remove_batch
+    from nftredir.runner import kernel as door, table_source
 
     _require(environ, "CNI_CONTAINERID")
     config = build_config({"table": plugin.options["table"]} if "table" in plugin.options else {})
@@ -226,9 +217,9 @@ def delete(data: dict[str, Any], plugin: PluginConfig, environ: Mapping[str, str
         netns = environ.get("CNI_NETNS", "")
         log(f"nothing to delete: CNI_NETNS {netns!r} is gone" if netns else "nothing to delete: no CNI_NETNS (the runtime's namespace is already gone)")
         return ""
-    kernel = _kernel()
+    kernel = door(False)
     try:
-        refuse_unless_ours(kernel, config.table, _table_source(config), "delete")
+        refuse_unless_ours(kernel, config.table, table_source(config), "delete")
     except NftredirError as exc:  # never nftredir's to delete, and never a reason to keep a pod
         log(f"left table inet {config.table} alone: {exc}")
         return ""
@@ -245,11 +236,12 @@ def check(data: dict[str, Any], plugin: PluginConfig, environ: Mapping[str, str]
         return ""
     from nftredir.diff import drift
     from nftredir.render import render_batch
+    from nftredir.runner import kernel as door
 
     config = _config(plugin, pod, data.get("prevResult") or {})
     if not _enter(environ):
         raise CniError(UNKNOWN_CONTAINER, f"CNI_NETNS {netns!r} does not exist", exit_code=EXIT_SYSTEM)
-    result = drift(_kernel().list_table(config.table), render_batch(config), config.table)
+    result = drift(door(False).list_table(config.table), render_batch(config), config.table)
     if not result.identical:
         raise CniError(TABLE_DIFFERS, f"table inet {config.table} in {netns} is not what ADD applies",
                        result.text(), EXIT_DIFFERENT)
@@ -257,8 +249,10 @@ def check(data: dict[str, Any], plugin: PluginConfig, environ: Mapping[str, str]
 
 
 def status(data: dict[str, Any], plugin: PluginConfig, environ: Mapping[str, str], log: Callable[[str], None]) -> str:
+    from nftredir.runner import kernel as door
+
     try:
-        _kernel()
+        door(False)
     except NftredirError as exc:
         raise CniError(NOT_AVAILABLE, str(exc), exit_code=EXIT_SYSTEM) from None
     return ""
