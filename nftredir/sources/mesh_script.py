@@ -223,13 +223,10 @@ def _check(chains: Chains, layer: Layer, data: bytes) -> None:
     config = build_config(layer)
     try:
         text = render(config, "iptables").encode()
-    except ConfigError as exc:  # a list FSM's own script could not hold
-        raise refuse(*chains.script.commit, f"FSM's script cannot state this configuration: {exc.reason}") from None  # type: ignore[misc]
-    # FSM's own script, line for line (what its init container runs): the same rules, without
-    # parsing 10,000 lines a second time. Any other spelling is compared rule by rule below.
-    if _statements(data) == _statements(text):
-        return
-    try:
+        # FSM's own script, line for line (what its init container runs): the same rules, without
+        # parsing 10,000 lines a second time. Any other spelling is compared rule by rule below.
+        if _statements(data) == _statements(text):
+            return
         expected = _chains(parse(text, "<FSM's script>"))
     except ConfigError as exc:  # a list FSM's own script could not hold
         raise refuse(*chains.script.commit, f"FSM's script cannot state this configuration: {exc.reason}") from None  # type: ignore[misc]
