@@ -8,8 +8,8 @@ real iptables-restore (nf_tables backend). FSM's reference image is Alpine with 
 Alpine cannot be pulled here, so the reference is its nearest Debian equivalent: the minbase
 bookworm base scripts/test-image makes, plus Debian's iptables.
 
-podman is pointed at a private containers.conf, as scripts/test-image does (runc, cgroupfs, a
-file events log, ulimits below the host's hard limits), so the user's configuration is untouched.
+podman is pointed at scripts/test-image's private containers.conf (runc, cgroupfs, a file events
+log, ulimits below the host's hard limits), so the user's configuration is untouched.
 """
 
 from __future__ import annotations
@@ -40,16 +40,12 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
 """
 
 
-def environment(workdir: Path) -> dict[str, str]:
-    """The environment every podman call gets: its private containers.conf, written here."""
-    nofile, nproc = (4096 if hard == resource.RLIM_INFINITY else min(4096, hard)
-                     for hard in (resource.getrlimit(r)[1] for r in (resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC)))
-    conf = workdir / "containers.conf"
-    conf.write_text(
-        "# Written by nftredir's bench/podman.py; used only via CONTAINERS_CONF.\n[containers]\n"
-        f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n\n'
-        '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
-    )
+def environment() -> dict[str, str]:
+    """The environment every podman call gets: scripts/test-image's private containers.conf,
+    the one its images were built with (NFTREDIR_IMAGE_WORKDIR, as test-image takes it)."""
+    conf = Path(os.environ.get("NFTREDIR_IMAGE_WORKDIR", "/var/tmp/nftredir-image")) / "containers.conf"
+    if not conf.is_file():
+        raise BenchError(f"no {conf}: run `sudo ./scripts/test-image` first (it writes it and builds the images)")
     return {**os.environ, "CONTAINERS_CONF": str(conf)}
 
 

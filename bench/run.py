@@ -186,8 +186,8 @@ def _podman(args, files: dict[str, Path], samples: Samples) -> None:
     sizes = [n for n in args.sizes if n in podman.SIZES]
     if not sizes:
         return
-    env = podman.environment(args.workdir)
     try:
+        env = podman.environment()
         images = podman.prepare_images(env, args.image, args.workdir, _log)
     except BenchError as exc:
         if args.only:  # asked for by name: not having it is an error
@@ -357,7 +357,7 @@ stack's own floors, and the init container in podman) and issue 6's for the data
   iptables (nf_tables backend). At 10,000 FSM's command (~0.5 MB) is longer than one argv
   string may be (MAX_ARG_STRLEN, 128 KiB: execve refuses it, in podman as in a kubelet), so
   there both images get the same command text as a read-only mounted file that `/bin/sh -c`
-  sources. podman uses a private containers.conf (runc, cgroupfs), as scripts/test-image does.
+  sources. podman uses scripts/test-image's private containers.conf (runc, cgroupfs).
 - **diff and nft's listing**: `nftredir diff` of a table `nftredir apply` made in that run's
   namespace (untimed), identical or with one element deleted by nft; beside it `nft -j list
   table inet nftredir` of the same table: libnftables' listing alone, which every reader of
