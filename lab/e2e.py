@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import netlab as nl
+from lab.netlab import hostport
 
 APP_UID = 1000
 APP_PORT = 8080
@@ -58,10 +59,6 @@ LOG_WAIT = 60.0  # a hang guard for Envoy writing the sentinel's entry (every 20
 READY_ATTEMPTS = 600  # admin /ready polled every 0.1 s: a bound, not an assertion
 
 CLIENT = Path(__file__).with_name("e2e_client.py")
-
-
-def hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # --------------------------------------------------------------------------- Envoy

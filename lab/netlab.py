@@ -538,9 +538,13 @@ def format_mismatches(rows: Iterable[tuple[Any, Verdict, Verdict]]) -> str:
 # Everything below runs inside a namespace, in the `serve` or `probe` child.
 
 
-def _addr(sa: tuple[Any, ...]) -> str:
-    host, port = sa[0], sa[1]
+def hostport(host: str, port: int) -> str:
+    """host:port, [host]:port for IPv6: how every verdict (and Envoy's access log) writes an address."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _addr(sa: tuple[Any, ...]) -> str:
+    return hostport(sa[0], sa[1])
 
 
 def _sockaddr(raw: bytes) -> str:
