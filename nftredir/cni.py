@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable
 
 from nftredir.errors import EXIT_INTERNAL, EXIT_INVALID, EXIT_SYSTEM, ConfigError, NftredirError
+from nftredir.runner import exit_now
 
 if TYPE_CHECKING:
     from nftredir.cni_config import PluginConfig
@@ -336,7 +337,7 @@ def main() -> None:
         sys.stdout.flush()
     except (OSError, AttributeError):
         code = code or EXIT_SYSTEM
-    sys.exit(code)
+    exit_now(code)
 
 
 if __name__ == "__main__":
