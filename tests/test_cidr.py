@@ -66,7 +66,7 @@ def test_merge_equals_the_standard_librarys_collapse(blocks):
 texts = st.one_of(
     st.builds(lambda value, length: f"{ipaddress.IPv4Address(value)}/{length}", st.integers(0, 2**32 - 1), st.integers(0, 32)),
     st.sampled_from(["10.0.0.0/33", "01.0.0.0/8", "256.0.0.0/8", "10.0.0.0", "fd00::/8", "", "10.0.0.0/8\n10.0.0.0/8",
-                     "10.0.0.0/8 ", "١٠.0.0.0/8"]),
+                     "10.0.0.0/8 ", "١٠.0.0.0/8", "10.0.0.0/8/10.1.0.0", "16", "10.0.0.0/+8", "10.0.0.0/-0", "0x0a.0.0.0/8"]),
 )
 
 
