@@ -79,12 +79,26 @@ def fsm_command(rules: Path) -> str:
     return f"iptables-restore --noflush <<EOF\n# FSM sidecar interception rules\n{rules.read_text()}EOF\n"
 
 
-def measure(env: dict[str, str], images: dict[str, str], rules: dict[int, Path], reps: int, workdir: Path,
-            log: Callable[[str], None]) -> dict[tuple[int, str], list[float]]:
-    """Wall seconds of each `podman run`, per (N, image kind); interleaved, the first run of
-    each checked, one untimed warm-up run of each first."""
-    runs = [(n, kind) for n in sorted(rules) for kind in images]
+# The floors inside nftredir's image, beside its run: what the container costs with nothing in
+# it, and bench/floor.py sending the same batch with the image's Python, alone and after
+# importing jinja2 (the hot path's stack: nftredir-iptables-restore does not import typer).
+FLOORS = {"container start": None, "Python floor": (), "jinja2 floor": ("jinja2",)}
+_FLOOR = Path(__file__).resolve().parent / "floor.py"
+
+
+def measure(env: dict[str, str], images: dict[str, str], rules: dict[int, Path], batches: dict[int, Path], reps: int,
+            workdir: Path, log: Callable[[str], None]) -> dict[tuple[int, str], list[float]]:
+    """Wall seconds of each `podman run`, per (N, image kind or floor); interleaved, the first
+    run of each checked, one untimed warm-up run of each first."""
+    runs = [(n, kind) for n in sorted(rules) for kind in (*images, *FLOORS)]
     argv: dict[tuple[int, str], list[str]] = {}
+    for n, batch in batches.items():
+        for kind, modules in FLOORS.items():
+            run = ["/bin/true"] if modules is None else [
+                "/opt/nftredir/bin/python", "/bench/floor.py", "/bench/batch.json", *modules]
+            argv[(n, kind)] = ["podman", "run", "--rm", "--pull", "never", "--cap-drop", "ALL", "--cap-add", "NET_ADMIN",
+                               "--user", "0", "-v", f"{_FLOOR}:/bench/floor.py:ro", "-v", f"{batch}:/bench/batch.json:ro",
+                               "--entrypoint", run[0], images["nftredir"], *run[1:]]
     for n, path in rules.items():
         command = fsm_command(path)
         mounts: list[str] = []
@@ -95,7 +109,8 @@ def measure(env: dict[str, str], images: dict[str, str], rules: dict[int, Path],
         for kind, image in images.items():
             argv[(n, kind)] = ["podman", "run", "--rm", "--pull", "never", "--cap-drop", "ALL", "--cap-add", "NET_ADMIN",
                                "--user", "0", "-e", "POD_IP=10.244.1.23", *mounts, "--entrypoint", "/bin/sh", image, "-c", command]
-    checks = {"nftredir": check_nftredir, "iptables-restore": check_iptables}
+    checks = {"nftredir": check_nftredir, "iptables-restore": check_iptables, "Python floor": check_nftredir,
+              "jinja2 floor": check_nftredir}
     samples: dict[tuple[int, str], list[float]] = {run: [] for run in runs}
 
     def once(run: tuple[int, str], check: bool) -> float:
@@ -106,8 +121,8 @@ def measure(env: dict[str, str], images: dict[str, str], rules: dict[int, Path],
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
             wall = time.monotonic() - start
             if proc.returncode != 0:
-                raise BenchError(f"podman run of {images[kind]} (N={n}) exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
-            if check:
+                raise BenchError(f"podman run of {images.get(kind, kind)} (N={n}) exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+            if check and kind in checks:
                 checks[kind](n)(ns)
         time.sleep(0.05 + n * 4e-6)  # the deleted namespace's clean-up, as in the apply phase
         return wall

@@ -194,7 +194,8 @@ def _podman(args, files: dict[str, Path], samples: Samples) -> None:
             raise
         _log(f"podman: skipped: {exc}")
         return
-    result = podman.measure(env, images, {n: files[f"fsm-{n}"] for n in sizes}, args.reps, args.workdir, _log)
+    result = podman.measure(env, images, {n: files[f"fsm-{n}"] for n in sizes}, {n: files[f"batch-{n}"] for n in sizes},
+                            args.reps, args.workdir, _log)
     for (n, kind), walls in result.items():
         samples[("podman run", str(n), kind)] = [w * 1000 for w in walls]
 
@@ -256,6 +257,14 @@ def _rows(args, levels: list[int], samples: Samples) -> list[report.Row]:
         rows.append(report.Row("init container in podman (`podman run`, FSM's command, start included), ms: "
                                "vs Debian minbase + iptables", f"{n:,}", med("podman run", n, "nftredir"),
                                med("podman run", n, "iptables-restore"), "ms", "<= 1.2"))
+        # Where the target stands against what the image's own stack costs in the same podman run.
+        for kind, label in (("container start", "container start alone (`/bin/true` in nftredir's image)"),
+                            ("Python floor", "Python floor in nftredir's image (floor.py, the same batch)"),
+                            ("jinja2 floor", "jinja2 floor in nftredir's image (floor.py after `import jinja2`)")):
+            rows.append(report.Row(f"{label} (in nftredir's column), ms: vs Debian minbase + iptables", f"{n:,}",
+                                   med("podman run", n, kind), med("podman run", n, "iptables-restore"), "ms"))
+        rows.append(report.Row("init container in podman, ms: vs the jinja2 floor in the same image", f"{n:,}",
+                               med("podman run", n, "nftredir"), med("podman run", n, "jinja2 floor"), "ms"))
     for dest in connrate.DESTINATIONS:
         what = f"conn/s {dest}"
         if not any(k[0] == what for k in samples):
@@ -358,6 +367,11 @@ stack's own floors, and the init container in podman) and issue 6's for the data
   string may be (MAX_ARG_STRLEN, 128 KiB: execve refuses it, in podman as in a kubelet), so
   there both images get the same command text as a read-only mounted file that `/bin/sh -c`
   sources. podman uses scripts/test-image's private containers.conf (runc, cgroupfs).
+  Beside them, in nftredir's image and the same way (a fresh namespace, NET_ADMIN, start and
+  removal included): `/bin/true` (what the container costs with nothing in it), and the image's
+  Python running bench/floor.py with the same batch as nftredir's `render --format json`, alone
+  (Python floor) and after `import jinja2` (jinja2 floor; the image's iptables-restore does not
+  import typer): how far below the reference any run on nftredir's stack can be.
 - **diff and nft's listing**: `nftredir diff` of a table `nftredir apply` made in that run's
   namespace (untimed), identical or with one element deleted by nft; beside it `nft -j list
   table inet nftredir` of the same table: libnftables' listing alone, which every reader of
