@@ -6,6 +6,7 @@ and free of typer, so the fast path does not import it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import gc
@@ -92,11 +93,11 @@ def run(command: Callable[[], Any]) -> None:
 def exit_now(code: Any) -> NoReturn:
     """Exit as sys.exit(code) does, without the interpreter's tear-down.
 
-    A run ends here with nothing left to do: the kernel has committed or refused, nothing runs
-    at exit, and the files nftredir writes are closed by then. Freeing every module and object
-    one by one (jinja2's and typer's above all) would cost a short run ~6 ms, a tenth of an init
-    container's, for memory the exit frees anyway; so the streams are flushed and the process
-    ends at once."""
+    A run ends here with nothing left to do: the kernel has committed or refused, and the files
+    nftredir writes are closed by then. Freeing every module and object one by one (jinja2's and
+    typer's above all) would cost a short run ~6 ms, a tenth of an init container's, for memory
+    the exit frees anyway; so what is registered to run at exit runs (a library's or an
+    embedder's atexit handlers), the streams are flushed and the process ends at once."""
     if code is None:
         status = 0
     elif isinstance(code, int):
@@ -104,6 +105,8 @@ def exit_now(code: Any) -> NoReturn:
     else:  # sys.exit's rule for anything else: printed, and exit status 1
         print(code, file=sys.stderr)
         status = 1
+    with contextlib.suppress(Exception):
+        atexit._run_exitfuncs()  # as the interpreter's own exit does; each handler's failure is printed by it
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()

@@ -52,3 +52,11 @@ def test_a_closed_stdout_does_not_stop_the_exit() -> None:
                           preexec_fn=lambda: __import__("os").close(1))
     assert proc.returncode == 5
     assert proc.stderr == b""
+
+
+def test_what_is_registered_at_exit_still_runs() -> None:
+    """A library's atexit handler (logging's flush, say) runs, as at a normal exit, before the
+    streams are flushed."""
+    proc = _child("import atexit\natexit.register(lambda: print('handler ran'))\nexit_now(2)")
+    assert proc.returncode == 2
+    assert proc.stdout == b"handler ran\n"
